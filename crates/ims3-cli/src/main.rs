@@ -1,0 +1,168 @@
+//! `ims3`: the command line of the IMS3 port.
+
+use anyhow::Result;
+use burn::prelude::*;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "ims3", version, about = "IMS3 dataset distillation (Inversion-Matching + Selective Subgroup Sampling) in Rust")]
+struct Cli {
+    /// Compute device: cpu (Flex), cuda[:N] or wgpu[:N|cpu], if compiled in.
+    #[arg(long, global = true, default_value = "cpu")]
+    device: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect a DiT checkpoint: format, detected config, parameter count, missing/unused keys.
+    Info {
+        /// .pt/.pth (plain or nested state dict) or .safetensors file.
+        weights: PathBuf,
+        /// Nested state dict to read in a training checkpoint (default: ema, then model).
+        #[arg(long)]
+        nested: Option<String>,
+        /// Head count, for a non-standard hidden size (cannot be read off the weights).
+        #[arg(long)]
+        heads: Option<usize>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure the DDIM inversion drift of a DiT: invert random latents x0 -> x_T over a
+    /// respaced schedule and decode them back; prints the round-trip error.
+    Drift {
+        weights: PathBuf,
+        /// Respacing of the 1000-step schedule (reference: 50).
+        #[arg(long, default_value = "50")]
+        steps: String,
+        /// Number of latents.
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        /// Class label for all latents.
+        #[arg(long, default_value_t = 0)]
+        class: i64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Convert a checkpoint to the project's safetensors format (config in the header).
+    Convert {
+        weights: PathBuf,
+        output: PathBuf,
+        #[arg(long)]
+        nested: Option<String>,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("IMS3_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    // A panic is a bug, but the user still gets one line rather than a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info.payload().downcast_ref::<&str>().map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        eprintln!("ims3: internal error: {msg} (please report this)");
+    }));
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("ims3: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Info { weights, nested, heads, json } => info(&weights, nested.as_deref(), heads, json),
+        Command::Drift { weights, steps, batch, class, seed } => {
+            let device = ims3_backend::open_device(&cli.device)?;
+            drift(&weights, &steps, batch, class, seed, &device)
+        }
+        Command::Convert { weights, output, nested } => {
+            let device = ims3_backend::open_device(&cli.device)?;
+            let (model, report) = ims3_dit::load_dit(&weights, None, nested.as_deref(), &device)?;
+            ims3_dit::save_dit(&model, &report.config, &output)?;
+            println!("wrote {}", output.display());
+            Ok(())
+        }
+    }
+}
+
+fn info(path: &std::path::Path, nested: Option<&str>, heads: Option<usize>, json: bool) -> Result<()> {
+    use ims3_weights::{Checkpoint, compare_shapes};
+    let ckpt = Checkpoint::open(path, nested)?;
+    let cfg = ims3_dit::infer_config(&ckpt, heads)?;
+    let expected = ims3_dit::expected_shapes(&cfg);
+    let report = compare_shapes(&ckpt, &expected, |_| false);
+    let params: usize = expected.values().map(|s| s.iter().product::<usize>()).sum();
+    let gammas_missing = report.missing.iter().filter(|k| ims3_dit::load::is_gamma(k)).count();
+    let other_missing: Vec<&String> = report.missing.iter().filter(|k| !ims3_dit::load::is_gamma(k)).collect();
+    if json {
+        let v = serde_json::json!({
+            "file": path.display().to_string(),
+            "format": format!("{:?}", ckpt.format),
+            "nested_key": ckpt.nested_key,
+            "other_nested_keys": ckpt.other_nested_keys,
+            "config": cfg,
+            "preset": cfg.preset_name(),
+            "parameters": params,
+            "tensors_in_file": ckpt.tensors.len(),
+            "gammas_defaulted_to_1": gammas_missing,
+            "missing": other_missing,
+            "unused": report.unused,
+            "mismatched": report.mismatched,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("file:        {}", path.display());
+    println!("format:      {:?}{}", ckpt.format, ckpt.nested_key.as_ref().map(|k| format!(" (nested state dict '{k}'; also {:?})", ckpt.other_nested_keys)).unwrap_or_default());
+    println!("model:       {}", cfg.preset_name().unwrap_or_else(|| "custom DiT".into()));
+    println!(
+        "config:      input {} patch {} channels {} hidden {} depth {} heads {} classes {} learn_sigma {}",
+        cfg.input_size, cfg.patch_size, cfg.in_channels, cfg.hidden_size, cfg.depth, cfg.num_heads, cfg.num_classes, cfg.learn_sigma
+    );
+    println!("parameters:  {params} ({} tensors in file)", ckpt.tensors.len());
+    println!(
+        "difffit:     gammas in blocks 0..{}: {}",
+        cfg.gamma_blocks,
+        if gammas_missing == 0 { "present".to_string() } else { format!("{gammas_missing} absent (loaded as 1)") }
+    );
+    println!("missing:     {}", if other_missing.is_empty() { "none".into() } else { format!("{other_missing:?}") });
+    println!("unused:      {}", if report.unused.is_empty() { "none".into() } else { format!("{:?}", report.unused) });
+    if !report.mismatched.is_empty() {
+        println!("mismatched:\n{}", report.describe(10));
+    }
+    Ok(())
+}
+
+fn drift(path: &std::path::Path, steps: &str, batch: usize, class: i64, seed: u64, device: &Device) -> Result<()> {
+    use ims3_diffusion::{GaussianDiffusion, NoiseSource};
+    let (model, report) = ims3_dit::load_dit(path, None, None, device)?;
+    let cfg = report.config;
+    anyhow::ensure!((class as usize) < cfg.num_classes, "class {class} is out of range: the model has {} classes", cfg.num_classes);
+    let diffusion = GaussianDiffusion::dit(steps)?;
+    let mut noise = NoiseSource::new(seed);
+    // Latents in the data range of the SD-VAE's scaled latents (roughly unit variance).
+    let x0 = noise.normal([batch, cfg.in_channels, cfg.input_size, cfg.input_size], device);
+    let y = Tensor::<1, Int>::from_ints(vec![class; batch].as_slice(), device);
+    let net = |x: Tensor<4>, t: Tensor<1>| model.forward(x, t, y.clone());
+    let start = std::time::Instant::now();
+    let (x_t, rec) = diffusion.ddim_round_trip(&net, x0.clone(), false);
+    let rms = |t: Tensor<4>| -> f64 { (t.powi_scalar(2).mean().into_scalar::<f32>() as f64).sqrt() };
+    let err = rms(rec - x0.clone());
+    let scale = rms(x0);
+    println!(
+        "ddim round trip over {} steps, batch {batch}, class {class}: rms(x0) {scale:.4}, rms(x_T) {:.4}, rms(reconstruction - x0) {err:.6} (relative {:.3e}); {:.1} s",
+        diffusion.num_timesteps(),
+        rms(x_t),
+        err / scale.max(1e-12),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+

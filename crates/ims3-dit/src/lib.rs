@@ -1,0 +1,17 @@
+//! DiT for IMS3: the model (`model.rs`, one file, shapes in comments), its configurations
+//! (`config.rs`) and checkpoint I/O (`load.rs`).
+//!
+//! ```no_run
+//! use burn::prelude::*;
+//! let device = Device::flex();
+//! let (dit, report) = ims3_dit::load_dit("DiT-XL-2-256x256.pt", None, None, &device).unwrap();
+//! println!("{:?}", report.config.preset_name());
+//! ```
+
+pub mod config;
+pub mod load;
+pub mod model;
+
+pub use config::{DIFFFIT_GAMMA_BLOCKS, DiTConfig};
+pub use load::{LoadReport, expected_shapes, infer_config, load_dit, save_dit};
+pub use model::{CfgChannels, DiT};
