@@ -35,6 +35,9 @@ enum Command {
     /// respaced schedule and decode them back; prints the round-trip error.
     Drift {
         weights: PathBuf,
+        /// Head count, for a non-standard hidden size.
+        #[arg(long)]
+        heads: Option<usize>,
         /// Respacing of the 1000-step schedule (reference: 50).
         #[arg(long, default_value = "50")]
         steps: String,
@@ -53,6 +56,9 @@ enum Command {
         output: PathBuf,
         #[arg(long)]
         nested: Option<String>,
+        /// Head count, for a non-standard hidden size.
+        #[arg(long)]
+        heads: Option<usize>,
     },
 }
 
@@ -78,13 +84,14 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info { weights, nested, heads, json } => info(&weights, nested.as_deref(), heads, json),
-        Command::Drift { weights, steps, batch, class, seed } => {
+        Command::Drift { weights, heads, steps, batch, class, seed } => {
             let device = ims3_backend::open_device(&cli.device)?;
-            drift(&weights, &steps, batch, class, seed, &device)
+            let (model, report) = load_model(&weights, None, heads, &device)?;
+            drift(&model, &report.config, &steps, batch, class, seed, &device)
         }
-        Command::Convert { weights, output, nested } => {
+        Command::Convert { weights, output, nested, heads } => {
             let device = ims3_backend::open_device(&cli.device)?;
-            let (model, report) = ims3_dit::load_dit(&weights, None, nested.as_deref(), &device)?;
+            let (model, report) = load_model(&weights, nested.as_deref(), heads, &device)?;
             ims3_dit::save_dit(&model, &report.config, &output)?;
             println!("wrote {}", output.display());
             Ok(())
@@ -140,10 +147,28 @@ fn info(path: &std::path::Path, nested: Option<&str>, heads: Option<usize>, json
     Ok(())
 }
 
-fn drift(path: &std::path::Path, steps: &str, batch: usize, class: i64, seed: u64, device: &Device) -> Result<()> {
+/// Loads a DiT with its config read off the file (head count from `heads` if given).
+fn load_model(
+    path: &std::path::Path,
+    nested: Option<&str>,
+    heads: Option<usize>,
+    device: &Device,
+) -> Result<(ims3_dit::DiT, ims3_dit::LoadReport)> {
+    let ckpt = ims3_weights::Checkpoint::open(path, nested)?;
+    let cfg = ims3_dit::infer_config(&ckpt, heads)?;
+    Ok(ims3_dit::load_dit(path, Some(&cfg), nested, device)?)
+}
+
+fn drift(
+    model: &ims3_dit::DiT,
+    cfg: &ims3_dit::DiTConfig,
+    steps: &str,
+    batch: usize,
+    class: i64,
+    seed: u64,
+    device: &Device,
+) -> Result<()> {
     use ims3_diffusion::{GaussianDiffusion, NoiseSource};
-    let (model, report) = ims3_dit::load_dit(path, None, None, device)?;
-    let cfg = report.config;
     anyhow::ensure!((class as usize) < cfg.num_classes, "class {class} is out of range: the model has {} classes", cfg.num_classes);
     let diffusion = GaussianDiffusion::dit(steps)?;
     let mut noise = NoiseSource::new(seed);

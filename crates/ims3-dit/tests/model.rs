@@ -1,0 +1,152 @@
+//! DiT behaviour that needs no fixture: init, save/load round trip, wrong configs, CFG, label drop.
+
+use burn::prelude::*;
+use ims3_dit::{CfgChannels, DiTConfig, load_dit, save_dit};
+
+fn tiny() -> DiTConfig {
+    DiTConfig {
+        input_size: 8,
+        patch_size: 2,
+        in_channels: 4,
+        hidden_size: 32,
+        depth: 3,
+        num_heads: 4,
+        mlp_ratio: 4.0,
+        class_dropout_prob: 0.1,
+        num_classes: 5,
+        learn_sigma: true,
+        gamma_blocks: 2,
+    }
+}
+
+fn inputs(device: &Device) -> (Tensor<4>, Tensor<1>, Tensor<1, Int>) {
+    let x = Tensor::<4>::random([2, 4, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), device);
+    let t = Tensor::<1>::from_floats([3.0, 750.0], device);
+    let y = Tensor::<1, Int>::from_ints([1, 4], device);
+    (x, t, y)
+}
+
+fn values(t: Tensor<4>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+/// A model whose zero-initialised layers are given random values, so outputs depend on
+/// every weight (the reference init zeroes adaLN and the output layer).
+fn randomised(cfg: &DiTConfig, device: &Device) -> ims3_dit::DiT {
+    use burn::module::{Module, ModuleMapper, Param};
+    struct Jitter;
+    impl ModuleMapper for Jitter {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let (id, t, mapper) = param.consume();
+            let noise = t.random_like(burn::tensor::Distribution::Normal(0.0, 0.05));
+            Param::from_mapped_value(id, t + noise, mapper)
+        }
+    }
+    cfg.init(device).map(&mut Jitter)
+}
+
+#[test]
+fn init_is_the_reference_init() {
+    let device = Device::flex();
+    let cfg = tiny();
+    let m = cfg.init(&device);
+    // adaLN-Zero: every block is the identity at init, and the output is zero.
+    let (x, t, y) = inputs(&device);
+    let out = values(m.forward(x, t, y));
+    assert_eq!(out.len(), 2 * 8 * 8 * 8);
+    assert!(out.iter().all(|v| *v == 0.0), "zeroed final layer gives zero output");
+    assert_eq!(m.y_embedder.embedding_table.weight.dims(), [6, 32]);
+    // pos_embed of the first token is [sin 0, cos 0] for both halves: [0.., 1.., 0.., 1..].
+    let pos = m.pos_embed.val().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    assert_eq!(&pos[..8], &[0.0; 8]);
+    assert_eq!(&pos[8..16], &[1.0; 8]);
+    // Token 1 is (row 0, column 1): the first half encodes the column.
+    assert!((pos[32] - 1f32.sin()).abs() < 1e-6 && (pos[32 + 16] - 0.0).abs() < 1e-6);
+}
+
+#[test]
+fn save_load_round_trip_keeps_outputs() {
+    let device = Device::flex();
+    let cfg = tiny();
+    let model = randomised(&cfg, &device);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.safetensors");
+    save_dit(&model, &cfg, &path).unwrap();
+    let (back, report) = load_dit(&path, None, None, &device).unwrap();
+    assert_eq!(report.config, cfg, "config travels in the header");
+    assert_eq!(report.defaulted_gammas, 0);
+    let (x, t, y) = inputs(&device);
+    let a = values(model.forward(x.clone(), t.clone(), y.clone()));
+    let b = values(back.forward(x, t, y));
+    assert!(a.iter().any(|v| v.abs() > 1e-3), "randomised model has non-trivial output");
+    assert_eq!(a, b);
+}
+
+#[test]
+fn wrong_config_names_the_file_and_the_mismatching_keys() {
+    let device = Device::flex();
+    let cfg = tiny();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.safetensors");
+    save_dit(&cfg.init(&device), &cfg, &path).unwrap();
+
+    let wider = DiTConfig { hidden_size: 48, num_heads: 4, ..tiny() };
+    let e = load_dit(&path, Some(&wider), None, &device).err().expect("must fail").to_string();
+    assert!(e.contains("tiny.safetensors"), "{e}");
+    assert!(e.contains("shape mismatch 'blocks.0.adaLN_modulation.1.bias': checkpoint [192], expected [288]"), "{e}");
+
+    let shallower = DiTConfig { depth: 2, ..tiny() };
+    let e = load_dit(&path, Some(&shallower), None, &device).err().expect("must fail").to_string();
+    assert!(e.contains("unused") && e.contains("blocks.2."), "{e}");
+
+    let more_classes = DiTConfig { num_classes: 9, ..tiny() };
+    let e = load_dit(&path, Some(&more_classes), None, &device).err().expect("must fail").to_string();
+    assert!(e.contains("y_embedder.embedding_table.weight"), "{e}");
+}
+
+#[test]
+fn cfg_guides_three_or_all_eps_channels() {
+    let device = Device::flex();
+    let cfg = tiny();
+    let model = randomised(&cfg, &device);
+    let (x, _, _) = inputs(&device);
+    let x = Tensor::cat(vec![x.clone().narrow(0, 0, 1), x.narrow(0, 0, 1)], 0);
+    let t = Tensor::<1>::from_floats([10.0, 10.0], &device);
+    let y = Tensor::<1, Int>::from_ints([2, 5], &device); // [cond; null]
+    let three = model.forward_with_cfg(x.clone(), t.clone(), y.clone(), 4.0, CfgChannels::FirstThree);
+    let all = model.forward_with_cfg(x.clone(), t.clone(), y.clone(), 4.0, CfgChannels::AllEps);
+    let plain = model.forward(x, t, y);
+    let (three, all, plain) = (values(three), values(all), values(plain));
+    let idx = |n: usize, c: usize, i: usize| ((n * 8 + c) * 8 * 8) + i;
+    for i in 0..64 {
+        // both halves carry the guided eps
+        assert_eq!(three[idx(0, 0, i)], three[idx(1, 0, i)]);
+        // channel 3: guided only with AllEps; FirstThree keeps the raw conditional output
+        assert_eq!(three[idx(0, 3, i)], plain[idx(0, 3, i)]);
+        let (c, u) = (plain[idx(0, 3, i)], plain[idx(1, 3, i)]);
+        assert!((all[idx(0, 3, i)] - (u + 4.0 * (c - u))).abs() < 1e-4);
+        // variance channels are passed through
+        assert_eq!(three[idx(1, 6, i)], plain[idx(1, 6, i)]);
+    }
+}
+
+#[test]
+fn label_drop_uses_the_null_row() {
+    let device = Device::flex();
+    let cfg = tiny();
+    let model = randomised(&cfg, &device);
+    let (x, t, y) = inputs(&device);
+    let drop = Tensor::<1, Bool>::from_bool(TensorData::from([true, false]), &device);
+    let dropped = values(model.forward_with_label_drop(x.clone(), t.clone(), y, drop));
+    let expect = values(model.forward(x, t, Tensor::<1, Int>::from_ints([5, 4], &device)));
+    assert_eq!(dropped, expect);
+}
+
+#[test]
+fn presets_build_expected_parameter_counts() {
+    // DiT-XL/2 of the paper: 675 M parameters (+ 1.1 M for the Difffit gammas of 14 blocks).
+    let xl = DiTConfig::preset("DiT-XL/2").unwrap();
+    let n: usize = ims3_dit::expected_shapes(&xl).values().map(|s| s.iter().product::<usize>()).sum();
+    let gammas = 14 * (1152 * 2 + 1152 * 4);
+    assert_eq!(n - gammas, 675_129_632);
+}
