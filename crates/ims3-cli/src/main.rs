@@ -50,6 +50,9 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// S3: encode real and candidate images, select one subgroup per class, write
+    /// `final_distilled/train/<wnid>/NNNN.png`, `selection.json` and `centroids.safetensors`.
+    Select(SelectArgs),
     /// Convert a checkpoint to the project's safetensors format (config in the header).
     Convert {
         weights: PathBuf,
@@ -60,6 +63,58 @@ enum Command {
         #[arg(long)]
         heads: Option<usize>,
     },
+}
+
+#[derive(clap::Args)]
+struct SelectArgs {
+    /// Candidates folder: `<wnid>.safetensors` per class, tensor `images` [G*K, 3, H, W] in [-1, 1].
+    #[arg(long)]
+    candidates: PathBuf,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// torchvision resnet18 `.pth` (IMAGENET1K_V1, resnet18-f37072fd.pth). Not needed with --centroids.
+    #[arg(long)]
+    encoder: Option<PathBuf>,
+    /// Real training root: `<root>/<wnid>/*` images. Not needed with --centroids.
+    #[arg(long)]
+    real: Option<PathBuf>,
+    /// Re-select from a previous run's centroids.safetensors (no encoding).
+    #[arg(long)]
+    centroids: Option<PathBuf>,
+    /// Class ids in class order, comma separated (default: the candidate files' names, sorted).
+    #[arg(long, value_delimiter = ',')]
+    classes: Vec<String>,
+    /// Candidate subgroups per class (IMS3 run.sh: 5).
+    #[arg(long, default_value_t = 5)]
+    groups: usize,
+    /// Images per class (IPC), the size of a subgroup.
+    #[arg(long, default_value_t = 10)]
+    ipc: usize,
+    /// Weight of the closeness-to-real term (run.sh: 0.4; centroid.py default 1).
+    #[arg(long, default_value_t = 0.4)]
+    alpha: f64,
+    /// Weight of the inter-class separation term (run.sh: 0.9; centroid.py default 1).
+    #[arg(long, default_value_t = 0.9)]
+    beta: f64,
+    /// Added inside the logs (run.sh: 0; centroid.py default 1e-6).
+    #[arg(long, default_value_t = 0.0)]
+    eps: f64,
+    /// Coordinate-ascent sweeps at most.
+    #[arg(long, default_value_t = 5)]
+    max_sweeps: usize,
+    /// Objective form: reference (beta over i<j, as centroid.py) or paper (beta/(C-1) over i!=j).
+    #[arg(long, default_value = "reference")]
+    form: String,
+    /// Real images per class for the real centroid (reference: 200).
+    #[arg(long, default_value_t = 200)]
+    real_max: usize,
+    /// Seed of the shuffle that picks the real images.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Skip unreadable real images (and count them) instead of failing.
+    #[arg(long)]
+    skip_unreadable: bool,
 }
 
 fn main() {
@@ -89,6 +144,7 @@ fn run(cli: Cli) -> Result<()> {
             let (model, report) = load_model(&weights, None, heads, &device)?;
             drift(&model, &report.config, &steps, batch, class, seed, &device)
         }
+        Command::Select(args) => select(args, &cli.device),
         Command::Convert { weights, output, nested, heads } => {
             let device = ims3_backend::open_device(&cli.device)?;
             let (model, report) = load_model(&weights, nested.as_deref(), heads, &device)?;
@@ -191,3 +247,75 @@ fn drift(
     Ok(())
 }
 
+
+fn select(a: SelectArgs, device_spec: &str) -> Result<()> {
+    use ims3_s3::pipeline::{self, RealOptions, Report};
+    use ims3_s3::{Form, Params};
+    let form = match a.form.as_str() {
+        "reference" => Form::Reference,
+        "paper" => Form::Paper,
+        other => anyhow::bail!("unknown --form '{other}' (expected reference or paper)"),
+    };
+    let params = Params { alpha: a.alpha, beta: a.beta, eps: a.eps, max_sweeps: a.max_sweeps, form };
+    let mut classes = a.classes.clone();
+    if classes.is_empty() {
+        let rd = std::fs::read_dir(&a.candidates).map_err(|e| anyhow::anyhow!("{}: {e}", a.candidates.display()))?;
+        for e in rd {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "safetensors") {
+                classes.push(p.file_stem().unwrap().to_string_lossy().into_owned());
+            }
+        }
+        classes.sort();
+        anyhow::ensure!(!classes.is_empty(), "{}: no <class>.safetensors candidate file", a.candidates.display());
+    }
+    let candidates: Vec<_> = classes.iter().map(|c| pipeline::read_candidates(&a.candidates, c)).collect::<Result<_, _>>()?;
+    for (c, imgs) in classes.iter().zip(&candidates) {
+        anyhow::ensure!(imgs.len() >= a.groups * a.ipc, "class {c}: {} candidate images, fewer than {} groups x {} per group", imgs.len(), a.groups, a.ipc);
+    }
+    let (centroids, encoder_name, used, skipped) = match &a.centroids {
+        Some(path) => {
+            let c = pipeline::load_centroids(path)?;
+            anyhow::ensure!(c.classes() == classes.len(), "{}: {} classes, but {} were given", path.display(), c.classes(), classes.len());
+            (c, format!("from {}", path.display()), vec![], vec![])
+        }
+        None => {
+            let (Some(enc), Some(real)) = (&a.encoder, &a.real) else {
+                anyhow::bail!("--encoder and --real are needed unless --centroids is given");
+            };
+            let device = ims3_backend::open_device(device_spec)?;
+            let model = ims3_features::load_resnet18(enc, &device)?;
+            let encoder = ims3_features::ResNet18Encoder::new(model, device, "torchvision-resnet18");
+            let opts = RealOptions { max_images: a.real_max, seed: a.seed, skip_unreadable: a.skip_unreadable, ..Default::default() };
+            let pb = indicatif::ProgressBar::new(classes.len() as u64).with_style(
+                indicatif::ProgressStyle::with_template("encode [{bar:30}] {pos}/{len} classes {per_sec} ETA {eta}").expect("template"),
+            );
+            let (mut real_c, mut cand_c, mut used, mut skipped) = (vec![], vec![], vec![], vec![]);
+            for (class, imgs) in classes.iter().zip(&candidates) {
+                let (r, n, s) = pipeline::real_centroid(&encoder, class, &real.join(class), &opts)?;
+                tracing::info!(class, used = n, skipped = s, "real centroid");
+                real_c.push(r);
+                used.push(n);
+                skipped.push(s);
+                cand_c.push(pipeline::candidate_centroids(&encoder, class, imgs, a.groups, a.ipc)?);
+                pb.inc(1);
+            }
+            pb.finish_and_clear();
+            let c = ims3_s3::Centroids { dim: 512, candidates: cand_c, real: real_c };
+            (c, encoder.name.clone(), used, skipped)
+        }
+    };
+    let selection = centroids.select(&params)?;
+    pipeline::write_distilled(&a.out, &classes, &candidates, &selection, a.ipc)?;
+    pipeline::save_centroids(&a.out.join("centroids.safetensors"), &centroids)?;
+    let report = Report { classes, encoder: encoder_name, params, groups: a.groups, ipc: a.ipc, real_images_used: used, real_images_skipped: skipped, selection };
+    pipeline::write_report(&a.out, &report)?;
+    println!(
+        "selected {:?} (objective {:.6}, {} sweeps); wrote {}",
+        report.selection.selected,
+        report.selection.objective,
+        report.selection.sweeps,
+        a.out.join("final_distilled/train").display()
+    );
+    Ok(())
+}

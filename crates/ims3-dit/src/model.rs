@@ -304,6 +304,20 @@ impl DiT {
         Tensor::cat(vec![eps, rest], 1)
     }
 
+    /// The network as the reference's CFG sampler calls it: `x` is `[z; z]` (2B latents), the
+    /// labels are `[y; null]`, and `forward_with_cfg` is applied at every step. Usable directly
+    /// as an `ims3_diffusion::Denoiser`.
+    pub fn cfg_denoiser(
+        &self,
+        labels: Tensor<1, Int>,
+        cfg_scale: f64,
+        channels: CfgChannels,
+    ) -> impl Fn(Tensor<4>, Tensor<1>) -> Tensor<4> + '_ {
+        let null = labels.zeros_like() + self.y_embedder.num_classes as i64;
+        let y = Tensor::cat(vec![labels, null], 0);
+        move |x: Tensor<4>, t: Tensor<1>| self.forward_with_cfg(x, t, y.clone(), cfg_scale, channels)
+    }
+
     pub fn num_params(&self) -> usize {
         self.num_params_module()
     }

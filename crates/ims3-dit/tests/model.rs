@@ -150,3 +150,26 @@ fn presets_build_expected_parameter_counts() {
     let gammas = 14 * (1152 * 2 + 1152 * 4);
     assert_eq!(n - gammas, 675_129_632);
 }
+
+#[test]
+fn cfg_sampling_as_the_reference_runs_it() {
+    // centroid.py: z = cat([z, z]); y = cat([y, null]); p_sample_loop(forward_with_cfg,
+    // clip_denoised=False); keep the first half.
+    use ims3_diffusion::{GaussianDiffusion, NoiseSource};
+    let device = Device::flex();
+    let cfg = tiny();
+    let model = randomised(&cfg, &device);
+    let diffusion = GaussianDiffusion::dit("10").unwrap();
+    let labels = Tensor::<1, Int>::from_ints([1, 3], &device);
+    let net = model.cfg_denoiser(labels, 4.0, CfgChannels::FirstThree);
+    let sample = |seed: u64| {
+        let mut noise = NoiseSource::new(seed);
+        let z = noise.normal([2, 4, 8, 8], &device);
+        let z = Tensor::cat(vec![z.clone(), z], 0);
+        diffusion.p_sample_loop(&net, z, false, &mut noise, false)
+    };
+    let a = values(sample(0));
+    assert_eq!(a, values(sample(0)), "seeded");
+    assert_ne!(a, values(sample(1)));
+    assert!(a.iter().all(|v| v.is_finite()));
+}

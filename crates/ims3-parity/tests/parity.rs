@@ -161,11 +161,28 @@ fn check_s3(case: &Case) -> Result<Outcome> {
     Ok(Outcome::Ok((sel.objective - objective).abs() / objective.abs().max(1e-12)))
 }
 
+fn check_resnet18_torchvision(case: &Case, device: &Device) -> Result<Outcome> {
+    let model = ims3_features::load_resnet18(case.dir.join("weights.pth"), device)?;
+    let io = case.io()?;
+    let get = |k: &str| io.get(k).with_context(|| format!("{}: io.safetensors has no '{k}'", case.name));
+    let image = get("image")?.tensor::<4>(device);
+    let features = model.features(image.clone());
+    let logits = model.forward(image);
+    let e1 = max_rel_err(&to_f64_2(features), &get("features")?.data);
+    let e2 = max_rel_err(&to_f64_2(logits), &get("logits")?.data);
+    Ok(Outcome::Ok(e1.max(e2)))
+}
+
+fn to_f64_2(t: Tensor<2>) -> Vec<f64> {
+    to_f64(t.unsqueeze_dim::<3>(0).unsqueeze_dim::<4>(0))
+}
+
 fn check(case: &Case, device: &Device) -> Result<(Outcome, f64)> {
     match case.kind.as_str() {
         "dit" => Ok((check_dit(case, device)?, FORWARD_TOL)),
         "diffusion" => Ok((check_diffusion(case, device)?, DIFFUSION_TOL)),
         "s3" => Ok((check_s3(case)?, S3_TOL)),
+        "resnet18_torchvision" => Ok((check_resnet18_torchvision(case, device)?, FORWARD_TOL)),
         _ => Ok((Outcome::Skipped, 0.0)),
     }
 }

@@ -16,6 +16,8 @@
 //! Only the terms that involve class i change when class i moves, so a trial costs O(C D)
 //! instead of the reference's O(C^2 D) full re-evaluation.
 
+pub mod pipeline;
+
 /// Which normalisation of the separation term.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Form {

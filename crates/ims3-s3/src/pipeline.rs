@@ -1,0 +1,242 @@
+//! The S3 stage on files: real centroids from the training folders, candidate centroids from
+//! the sampled candidates, selection, and the distilled folder.
+//!
+//! Layout:
+//! - real images: `<train_root>/<wnid>/**.{png,jpg,...}`;
+//! - candidates: `<candidates>/<wnid>.safetensors`, tensor `images` [G*K, 3, H, W] float32 in
+//!   [-1, 1] as decoded (unclamped), groups of K consecutive images;
+//! - output: `<out>/final_distilled/train/<wnid>/NNNN.png`, `<out>/selection.json`, and
+//!   `<out>/centroids.safetensors` (`real_centroids` [C, D], `candidate_centroids` [C, G, D]), so
+//!   a re-selection with other alpha/beta needs neither sampling nor encoding.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ims3_features::FeatureEncoder;
+use ims3_images::{Rgb, list_images, read_rgb, resize_bilinear, write_png};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+
+use crate::{Centroids, Params, Selection, centroid};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("class {class}: real image folder {dir} holds no image")]
+    EmptyRealClass { class: String, dir: PathBuf },
+    #[error("class {class}: {path}: {why}")]
+    Candidates { class: String, path: PathBuf, why: String },
+    #[error("class {class}: {have} candidate images, fewer than {groups} groups x {ipc} per group")]
+    TooFewCandidates { class: String, have: usize, groups: usize, ipc: usize },
+    #[error(transparent)]
+    Image(#[from] ims3_images::ImageError),
+    #[error(transparent)]
+    Select(#[from] crate::S3Error),
+    #[error("{path}: {why}")]
+    Io { path: PathBuf, why: String },
+}
+
+/// How the real centroids are taken (reference: up to 200 images, seed 0, 256x256 bilinear).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RealOptions {
+    pub max_images: usize,
+    pub seed: u64,
+    pub size: usize,
+    pub batch: usize,
+    /// Skip unreadable images (counted in the report) instead of failing.
+    pub skip_unreadable: bool,
+}
+
+impl Default for RealOptions {
+    fn default() -> Self {
+        Self { max_images: 200, seed: 0, size: 256, batch: 64, skip_unreadable: false }
+    }
+}
+
+/// Real centroid of one class and how many images went into it (and were skipped).
+pub fn real_centroid(
+    encoder: &dyn FeatureEncoder,
+    class: &str,
+    dir: &Path,
+    opts: &RealOptions,
+) -> Result<(Vec<f64>, usize, usize), PipelineError> {
+    let mut paths = if dir.is_dir() { list_images(dir)? } else { vec![] };
+    if paths.is_empty() {
+        return Err(PipelineError::EmptyRealClass { class: class.into(), dir: dir.to_path_buf() });
+    }
+    if paths.len() > opts.max_images {
+        // Sorted list, then a seeded shuffle (the reference shuffles filesystem order).
+        paths.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed));
+        paths.truncate(opts.max_images);
+    }
+    let mut feats = Vec::with_capacity(paths.len());
+    let mut skipped = 0;
+    for chunk in paths.chunks(opts.batch.max(1)) {
+        let mut imgs = Vec::with_capacity(chunk.len());
+        for p in chunk {
+            match read_rgb(p) {
+                Ok(img) => imgs.push(resize_bilinear(&img, opts.size, opts.size).map(|v| v * 2.0 - 1.0)),
+                Err(_) if opts.skip_unreadable => skipped += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        feats.extend(encoder.encode(&imgs));
+    }
+    if feats.is_empty() {
+        return Err(PipelineError::EmptyRealClass { class: class.into(), dir: dir.to_path_buf() });
+    }
+    Ok((centroid(&feats), feats.len(), skipped))
+}
+
+/// Reads `<dir>/<class>.safetensors` (`images` [N, 3, H, W]).
+pub fn read_candidates(dir: &Path, class: &str) -> Result<Vec<Rgb>, PipelineError> {
+    let path = dir.join(format!("{class}.safetensors"));
+    let err = |why: String| PipelineError::Candidates { class: class.into(), path: path.clone(), why };
+    let bytes = std::fs::read(&path).map_err(|e| err(e.to_string()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
+    let view = st.tensor("images").map_err(|e| err(e.to_string()))?;
+    let shape = view.shape().to_vec();
+    if shape.len() != 4 || shape[1] != 3 || view.dtype() != safetensors::Dtype::F32 {
+        return Err(err(format!("'images' must be float32 [N, 3, H, W], found {:?} {:?}", view.dtype(), shape)));
+    }
+    let (n, h, w) = (shape[0], shape[2], shape[3]);
+    let data: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let per = 3 * h * w;
+    Ok((0..n).map(|i| Rgb::new(w, h, data[i * per..(i + 1) * per].to_vec())).collect())
+}
+
+/// Writes candidates in the layout [`read_candidates`] reads, atomically.
+pub fn write_candidates(dir: &Path, class: &str, images: &[Rgb]) -> Result<(), PipelineError> {
+    let path = dir.join(format!("{class}.safetensors"));
+    let (h, w) = images.first().map_or((0, 0), |i| (i.height, i.width));
+    let data: Vec<f32> = images.iter().flat_map(|i| i.data.iter().copied()).collect();
+    write_f32_tensors(&path, &[("images", vec![images.len(), 3, h, w], &data)], BTreeMap::new())
+}
+
+/// Candidate centroids of one class: G groups of `ipc` consecutive images -> [G * D].
+pub fn candidate_centroids(
+    encoder: &dyn FeatureEncoder,
+    class: &str,
+    images: &[Rgb],
+    groups: usize,
+    ipc: usize,
+) -> Result<Vec<f64>, PipelineError> {
+    if images.len() < groups * ipc || ipc == 0 {
+        return Err(PipelineError::TooFewCandidates { class: class.into(), have: images.len(), groups, ipc });
+    }
+    let mut out = Vec::with_capacity(groups * encoder.dim());
+    for g in 0..groups {
+        let feats = encoder.encode(&images[g * ipc..(g + 1) * ipc]);
+        out.extend(centroid(&feats));
+    }
+    Ok(out)
+}
+
+fn write_f32_tensors(
+    path: &Path,
+    tensors: &[(&str, Vec<usize>, &[f32])],
+    metadata: BTreeMap<String, String>,
+) -> Result<(), PipelineError> {
+    let io = |why: String| PipelineError::Io { path: path.to_path_buf(), why };
+    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, d)| d.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+                .map(|v| (name.to_string(), v))
+                .map_err(|e| io(e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    let meta: std::collections::HashMap<String, String> = metadata.into_iter().collect();
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| io(e.to_string()))?;
+    atomic_write(path, &bytes)
+}
+
+/// Temp file + rename, creating the parent folder.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), PipelineError> {
+    let io = |e: std::io::Error| PipelineError::Io { path: path.to_path_buf(), why: e.to_string() };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Saves the centroids in the fixtures' `s3` layout.
+pub fn save_centroids(path: &Path, c: &Centroids) -> Result<(), PipelineError> {
+    let classes = c.classes();
+    let groups = c.candidates.first().map_or(0, |v| v.len() / c.dim.max(1));
+    let real: Vec<f32> = c.real.iter().flatten().map(|&v| v as f32).collect();
+    let cand: Vec<f32> = c.candidates.iter().flatten().map(|&v| v as f32).collect();
+    write_f32_tensors(
+        path,
+        &[("real_centroids", vec![classes, c.dim], &real), ("candidate_centroids", vec![classes, groups, c.dim], &cand)],
+        BTreeMap::new(),
+    )
+}
+
+/// Reads centroids saved by [`save_centroids`] (or an `s3` fixture's `io.safetensors`).
+pub fn load_centroids(path: &Path) -> Result<Centroids, PipelineError> {
+    let io = |why: String| PipelineError::Io { path: path.to_path_buf(), why };
+    let bytes = std::fs::read(path).map_err(|e| io(e.to_string()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| io(e.to_string()))?;
+    let read = |name: &str| -> Result<(Vec<usize>, Vec<f64>), PipelineError> {
+        let v = st.tensor(name).map_err(|e| io(format!("{name}: {e}")))?;
+        if v.dtype() != safetensors::Dtype::F32 {
+            return Err(io(format!("{name} must be float32")));
+        }
+        let data = v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect();
+        Ok((v.shape().to_vec(), data))
+    };
+    let (rs, real) = read("real_centroids")?;
+    let (cs, cand) = read("candidate_centroids")?;
+    if rs.len() != 2 || cs.len() != 3 || rs[0] != cs[0] || rs[1] != cs[2] {
+        return Err(io(format!("real_centroids {rs:?} and candidate_centroids {cs:?} do not agree ([C, D] and [C, G, D])")));
+    }
+    let (c, g, d) = (cs[0], cs[1], cs[2]);
+    Ok(Centroids {
+        dim: d,
+        candidates: (0..c).map(|i| cand[i * g * d..(i + 1) * g * d].to_vec()).collect(),
+        real: (0..c).map(|i| real[i * d..(i + 1) * d].to_vec()).collect(),
+    })
+}
+
+/// `selection.json`: what was chosen, why, and from what.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Report {
+    pub classes: Vec<String>,
+    pub encoder: String,
+    pub params: Params,
+    pub groups: usize,
+    pub ipc: usize,
+    pub real_images_used: Vec<usize>,
+    pub real_images_skipped: Vec<usize>,
+    #[serde(flatten)]
+    pub selection: Selection,
+}
+
+/// Writes the selected subgroups as `final_distilled/train/<wnid>/NNNN.png` (values mapped
+/// from [-1, 1] and clamped, as `save_image(normalize=True, value_range=(-1, 1))`).
+pub fn write_distilled(
+    out: &Path,
+    classes: &[String],
+    candidates: &[Vec<Rgb>],
+    selection: &Selection,
+    ipc: usize,
+) -> Result<(), PipelineError> {
+    for (i, class) in classes.iter().enumerate() {
+        let g = selection.selected[i];
+        let dir = out.join("final_distilled/train").join(class);
+        for (k, img) in candidates[i][g * ipc..(g + 1) * ipc].iter().enumerate() {
+            write_png(&dir.join(format!("{k:04}.png")), &img.clone().map(|v| (v + 1.0) * 0.5))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `selection.json` atomically.
+pub fn write_report(out: &Path, report: &Report) -> Result<(), PipelineError> {
+    let json = serde_json::to_vec_pretty(report).expect("report serialises");
+    atomic_write(&out.join("selection.json"), &json)
+}
