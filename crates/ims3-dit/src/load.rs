@@ -77,6 +77,13 @@ pub fn expected_shapes(cfg: &DiTConfig) -> BTreeMap<String, Vec<usize>> {
     m
 }
 
+/// The reference's Difffit rule (train_dit.py): a parameter is trained iff its name contains
+/// `bias`, `norm`, `gamma` or `y_embed`. For DiT-XL/2 that is 1,739,552 parameters: every
+/// bias, the gammas of blocks 0..13 and the whole label table; `pos_embed` stays frozen.
+pub fn is_difffit_trainable(key: &str) -> bool {
+    ["bias", "norm", "gamma", "y_embed"].iter().any(|s| key.contains(s))
+}
+
 /// Difffit gammas may be absent (the official checkpoint has none): they then stay at 1.
 pub fn is_gamma(key: &str) -> bool {
     key.ends_with(".gamma1") || key.ends_with(".gamma2")

@@ -149,6 +149,13 @@ fn presets_build_expected_parameter_counts() {
     let n: usize = ims3_dit::expected_shapes(&xl).values().map(|s| s.iter().product::<usize>()).sum();
     let gammas = 14 * (1152 * 2 + 1152 * 4);
     assert_eq!(n - gammas, 675_129_632);
+    // Difffit: biases + gammas (blocks 0..13) + label table, as the reference counts them.
+    let trainable: usize = ims3_dit::expected_shapes(&xl)
+        .iter()
+        .filter(|(k, _)| ims3_dit::is_difffit_trainable(k))
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
+    assert_eq!(trainable, 1_739_552);
 }
 
 #[test]

@@ -5,7 +5,11 @@
 //!   antialiasing (IMS3's real-image path resizes to 256x256 this way);
 //! - [`resize_bicubic_aa`]: PIL's / torchvision's antialiased bicubic (`a = -0.5`, support
 //!   scaled by the downscale factor), what `transforms.Resize(..., BICUBIC)` does to tensors;
-//! - [`center_crop`]: torchvision `CenterCrop` (offsets rounded half to even).
+//! - [`center_crop`]: torchvision `CenterCrop` (offsets rounded half to even);
+//! - [`pil::center_crop_arr`]: ADM's crop for DiT training, with PIL's 8-bit BOX/BICUBIC
+//!   resampling reproduced bit for bit.
+
+pub mod pil;
 
 use std::path::{Path, PathBuf};
 

@@ -177,11 +177,27 @@ fn to_f64_2(t: Tensor<2>) -> Vec<f64> {
     to_f64(t.unsqueeze_dim::<3>(0).unsqueeze_dim::<4>(0))
 }
 
+fn check_vae(case: &Case, device: &Device) -> Result<Outcome> {
+    let (vae, config) = ims3_vae::load_vae_dir(&case.dir, device)?;
+    if let Some(s) = case.config["scaling_factor"].as_f64() {
+        anyhow::ensure!((config.scaling_factor - s).abs() < 1e-12, "scaling factor {} vs fixture {s}", config.scaling_factor);
+    }
+    let io = case.io()?;
+    let get = |k: &str| io.get(k).with_context(|| format!("{}: io.safetensors has no '{k}'", case.name));
+    let posterior = vae.encode(get("image")?.tensor::<4>(device));
+    let e1 = max_rel_err(&to_f64(posterior.mean.clone()), &get("latent_mean")?.data);
+    let e2 = max_rel_err(&to_f64(posterior.std), &get("latent_std")?.data);
+    let decoded = vae.decode(get("latent_mean")?.tensor::<4>(device));
+    let e3 = max_rel_err(&to_f64(decoded), &get("decoded")?.data);
+    Ok(Outcome::Ok(e1.max(e2).max(e3)))
+}
+
 fn check(case: &Case, device: &Device) -> Result<(Outcome, f64)> {
     match case.kind.as_str() {
         "dit" => Ok((check_dit(case, device)?, FORWARD_TOL)),
         "diffusion" => Ok((check_diffusion(case, device)?, DIFFUSION_TOL)),
         "s3" => Ok((check_s3(case)?, S3_TOL)),
+        "vae" => Ok((check_vae(case, device)?, FORWARD_TOL)),
         "resnet18_torchvision" => Ok((check_resnet18_torchvision(case, device)?, FORWARD_TOL)),
         _ => Ok((Outcome::Skipped, 0.0)),
     }

@@ -281,6 +281,28 @@ impl KeyMap {
     }
 }
 
+/// The tensors a module holds, by checkpoint key (PyTorch names and layout after
+/// `keys.to_checkpoint`), with their shapes: what a checkpoint for it must contain.
+pub fn expected_shapes_of<M: ModuleSnapshot + Module>(module: &M, keys: &KeyMap) -> BTreeMap<String, Vec<usize>> {
+    let pairs: Vec<(regex::Regex, String)> = keys
+        .to_checkpoint
+        .iter()
+        .map(|(a, b)| (regex::Regex::new(a).expect("static key pattern"), b.clone()))
+        .collect();
+    module
+        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
+        .into_iter()
+        .filter(|t| matches!(t.dtype, burn::tensor::DType::F32 | burn::tensor::DType::F64 | burn::tensor::DType::F16 | burn::tensor::DType::BF16))
+        .map(|t| {
+            let mut name = t.name.clone();
+            for (re, to) in &pairs {
+                name = re.replace_all(&name, to.as_str()).into_owned();
+            }
+            (name, t.shape.iter().copied().collect())
+        })
+        .collect()
+}
+
 /// Loads the tensors of `ckpt` into `module` (after the caller checked the shapes). Returns the
 /// module paths that the checkpoint did not provide (left at their initial values).
 pub fn load_into<M: ModuleSnapshot + Module>(

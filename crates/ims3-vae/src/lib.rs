@@ -1,0 +1,14 @@
+//! The Stable Diffusion VAE that DiT works behind (`stabilityai/sd-vae-ft-ema`, `-ft-mse`):
+//! the diffusers `AutoencoderKL` layout (`model.rs`), its hub config (`config.rs`) and weights
+//! with either attention naming (`load.rs`).
+//!
+//! DiT latents are posterior samples times [`VaeConfig::scaling_factor`] (0.18215); see
+//! [`AutoencoderKL::to_dit_latent`] and [`AutoencoderKL::from_dit_latent`].
+
+pub mod config;
+pub mod load;
+pub mod model;
+
+pub use config::VaeConfig;
+pub use load::{load_vae, load_vae_dir};
+pub use model::{AutoencoderKL, Posterior};

@@ -1,0 +1,85 @@
+//! Loading `diffusion_pytorch_model.safetensors` (or a `.bin`/`.pt` state dict) of an
+//! `AutoencoderKL`, with either attention naming.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use ims3_weights::{Checkpoint, KeyMap, WeightsError, compare_shapes, expected_shapes_of};
+
+use crate::config::VaeConfig;
+use crate::model::AutoencoderKL;
+
+/// Older hub files name the mid-block attention `query/key/value/proj_attn`; newer ones
+/// `to_q/to_k/to_v/to_out.0`. Both load into the same module.
+pub fn key_map() -> KeyMap {
+    let p = |a: &str, b: &str| (a.to_string(), b.to_string());
+    KeyMap {
+        to_module: vec![
+            p(r"(attentions\.\d+)\.query\.", "$1.to_q."),
+            p(r"(attentions\.\d+)\.key\.", "$1.to_k."),
+            p(r"(attentions\.\d+)\.value\.", "$1.to_v."),
+            p(r"(attentions\.\d+)\.proj_attn\.", "$1.to_out.0."),
+        ],
+        to_checkpoint: vec![],
+    }
+}
+
+/// Renames the old attention keys of a checkpoint's table of contents to the new ones.
+fn normalise_names(ckpt: &mut Checkpoint) {
+    let km = key_map();
+    let pairs: Vec<(regex::Regex, String)> =
+        km.to_module.iter().map(|(a, b)| (regex::Regex::new(a).unwrap(), b.clone())).collect();
+    ckpt.tensors = std::mem::take(&mut ckpt.tensors)
+        .into_iter()
+        .map(|(k, v)| {
+            let mut k = k;
+            for (re, to) in &pairs {
+                k = re.replace_all(&k, to.as_str()).into_owned();
+            }
+            (k, v)
+        })
+        .collect();
+}
+
+/// Loads a VAE: `weights` must fit `config` exactly, else an error names the file and the
+/// first mismatching keys.
+pub fn load_vae(weights: impl AsRef<Path>, config: &VaeConfig, device: &Device) -> Result<AutoencoderKL, WeightsError> {
+    config.validate().map_err(|why| WeightsError::Other { path: weights.as_ref().to_path_buf(), why })?;
+    let mut ckpt = Checkpoint::open(weights.as_ref(), None)?;
+    normalise_names(&mut ckpt);
+    let mut model = config.init(device);
+    let expected = expected_shapes_of(&model, &KeyMap::default());
+    let report = compare_shapes(&ckpt, &expected, |_| false);
+    if !report.mismatched.is_empty() || !report.missing.is_empty() || !report.unused.is_empty() {
+        return Err(WeightsError::Mismatch {
+            path: ckpt.path.clone(),
+            target: format!("AutoencoderKL {:?}", config.block_out_channels),
+            details: report.describe(5),
+        });
+    }
+    let left = ims3_weights::load_into(&mut model, &ckpt, &key_map())?;
+    if !left.is_empty() {
+        return Err(WeightsError::Mismatch {
+            path: ckpt.path.clone(),
+            target: "AutoencoderKL".into(),
+            details: format!("  not loaded: {left:?}"),
+        });
+    }
+    Ok(model)
+}
+
+/// Loads a hub folder: `config.json` + `diffusion_pytorch_model.safetensors`.
+pub fn load_vae_dir(dir: impl AsRef<Path>, device: &Device) -> Result<(AutoencoderKL, VaeConfig), WeightsError> {
+    let dir = dir.as_ref();
+    let cfg_path = dir.join("config.json");
+    let config = VaeConfig::from_file(&cfg_path).map_err(|why| WeightsError::Other { path: cfg_path.clone(), why })?;
+    let weights = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+        .ok_or_else(|| WeightsError::Other {
+            path: dir.to_path_buf(),
+            why: "no diffusion_pytorch_model.safetensors (or .bin) in this folder".into(),
+        })?;
+    Ok((load_vae(weights, &config, device)?, config))
+}
