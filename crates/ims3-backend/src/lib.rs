@@ -165,10 +165,23 @@ fn probe(device: &Device) -> Result<(), String> {
         Ok(r) => r,
         Err(_) => {
             let text = message.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
-            let first_line = text.lines().next().unwrap_or("the backend failed to start").to_string();
-            Err(first_line)
+            Err(summarise(&text))
         }
     }
+}
+
+/// One short line out of a runtime's panic text: its first line, without the list of library
+/// names cudarc appends, and with a hint when the driver library itself is missing.
+fn summarise(text: &str) -> String {
+    let first = text.lines().next().unwrap_or("").trim();
+    let first = first.split(" - searched for").next().unwrap_or(first).trim();
+    if first.is_empty() {
+        return "the backend failed to start".to_string();
+    }
+    if first.contains("dynamically load the \"cuda\" shared library") {
+        return format!("{first} (no NVIDIA driver found: is libcuda.so installed and on LD_LIBRARY_PATH?)");
+    }
+    first.chars().take(300).collect()
 }
 
 #[cfg(test)]
@@ -183,6 +196,15 @@ mod tests {
         assert_eq!("wgpu:cpu".parse::<DeviceSpec>().unwrap(), DeviceSpec::WgpuCpu);
         assert!(matches!("tpu".parse::<DeviceSpec>(), Err(DeviceError::Unknown(_))));
         assert!(matches!("cuda:x".parse::<DeviceSpec>(), Err(DeviceError::Unknown(_))));
+    }
+
+    #[test]
+    fn runtime_panics_become_one_short_line() {
+        let text = "Unable to dynamically load the \"cuda\" shared library - searched for library names: [\"libcuda.so\"]. Ensure that ...\nmore";
+        let s = summarise(text);
+        assert!(s.starts_with("Unable to dynamically load the \"cuda\" shared library (no NVIDIA driver"), "{s}");
+        assert!(!s.contains("searched for") && !s.contains('\n'));
+        assert_eq!(summarise(""), "the backend failed to start");
     }
 
     #[test]

@@ -119,7 +119,7 @@ struct SelectArgs {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("IMS3_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("IMS3_LOG").unwrap_or_else(|_| "warn,cubecl_common=off".into()))
         .with_writer(std::io::stderr)
         .init();
     // A panic is a bug, but the user still gets one line rather than a backtrace.

@@ -7,23 +7,8 @@ fn ims3() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ims3"))
 }
 
-fn fixtures() -> PathBuf {
-    std::env::var_os("IMS3_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
-}
-
-/// The first case folder whose fixture.json has kind "dit".
 fn dit_case() -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures()).unwrap().map(|e| e.unwrap().path()).collect();
-    dirs.sort();
-    dirs.into_iter()
-        .find(|d| {
-            std::fs::read_to_string(d.join("fixture.json"))
-                .map(|s| serde_json::from_str::<serde_json::Value>(&s).unwrap()["kind"] == "dit")
-                .unwrap_or(false)
-        })
-        .expect("a dit fixture")
+    ims3_fixtures::case_of_kind("dit").dir
 }
 
 #[test]

@@ -4,23 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn fixtures() -> PathBuf {
-    std::env::var_os("IMS3_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
-}
-
 fn resnet18_weights() -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures()).unwrap().map(|e| e.unwrap().path()).collect();
-    dirs.sort();
-    dirs.into_iter()
-        .find(|d| {
-            std::fs::read_to_string(d.join("fixture.json"))
-                .map(|s| serde_json::from_str::<serde_json::Value>(&s).unwrap()["kind"] == "resnet18_torchvision")
-                .unwrap_or(false)
-        })
-        .expect("a resnet18_torchvision fixture")
-        .join("weights.pth")
+    ims3_fixtures::case_of_kind("resnet18_torchvision").dir.join("weights.pth")
 }
 
 /// A smooth colour pattern per (class, index), in [-1, 1].

@@ -21,6 +21,25 @@ pub fn progress_bar(len: u64, what: &str, show: bool) -> ProgressBar {
 }
 
 impl GaussianDiffusion {
+    /// Runs `step(x, t)` from the last (respaced) step down to 0 with a progress bar.
+    fn denoise_loop(
+        &self,
+        x_t: Tensor<4>,
+        what: &str,
+        show_progress: bool,
+        mut step: impl FnMut(Tensor<4>, &[usize]) -> Tensor<4>,
+    ) -> Tensor<4> {
+        let n = x_t.dims()[0];
+        let pb = progress_bar(self.num_timesteps() as u64, what, show_progress);
+        let mut x = x_t;
+        for i in (0..self.num_timesteps()).rev() {
+            x = step(x, &vec![i; n]);
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        x
+    }
+
     /// Ancestral sampling over every (respaced) step from `x_T` (`p_sample_loop`); a fresh
     /// Gaussian draw from `noise` per step.
     pub fn p_sample_loop(
@@ -31,19 +50,11 @@ impl GaussianDiffusion {
         noise: &mut NoiseSource,
         show_progress: bool,
     ) -> Tensor<4> {
-        let n = x_t.dims()[0];
-        let shape = x_t.dims();
-        let device = x_t.device();
-        let pb = progress_bar(self.num_timesteps() as u64, "ddpm", show_progress);
-        let mut x = x_t;
-        for i in (0..self.num_timesteps()).rev() {
-            let t = vec![i; n];
+        let (shape, device) = (x_t.dims(), x_t.device());
+        self.denoise_loop(x_t, "ddpm", show_progress, |x, t| {
             let z = noise.normal(shape, &device);
-            x = self.p_sample(model, x, &t, clip_denoised, z).0;
-            pb.inc(1);
-        }
-        pb.finish_and_clear();
-        x
+            self.p_sample(model, x, t, clip_denoised, z).0
+        })
     }
 
     /// DDIM sampling from `x_T` (eta = 0 is deterministic).
@@ -56,19 +67,11 @@ impl GaussianDiffusion {
         noise: &mut NoiseSource,
         show_progress: bool,
     ) -> Tensor<4> {
-        let n = x_t.dims()[0];
-        let shape = x_t.dims();
-        let device = x_t.device();
-        let pb = progress_bar(self.num_timesteps() as u64, "ddim", show_progress);
-        let mut x = x_t;
-        for i in (0..self.num_timesteps()).rev() {
-            let t = vec![i; n];
+        let (shape, device) = (x_t.dims(), x_t.device());
+        self.denoise_loop(x_t, "ddim", show_progress, |x, t| {
             let z = if eta > 0.0 { noise.normal(shape, &device) } else { x.zeros_like() };
-            x = self.ddim_sample(model, x, &t, clip_denoised, eta, z).0;
-            pb.inc(1);
-        }
-        pb.finish_and_clear();
-        x
+            self.ddim_sample(model, x, t, clip_denoised, eta, z).0
+        })
     }
 
     /// Multi-step DDIM inversion x_0 -> x_T: `ddim_reverse_sample` at t = 0, 1, ..., T-1 of the

@@ -20,19 +20,18 @@ pub const META_KIND: &str = "ims3.kind";
 
 /// The renames between checkpoint keys and module paths.
 pub fn key_map() -> KeyMap {
-    let p = |a: &str, b: &str| (a.to_string(), b.to_string());
-    KeyMap {
-        to_module: vec![
-            p(r"adaLN_modulation\.1\.", "ada_ln_modulation."),
-            p(r"^t_embedder\.mlp\.0\.", "t_embedder.mlp_0."),
-            p(r"^t_embedder\.mlp\.2\.", "t_embedder.mlp_2."),
+    KeyMap::new(
+        &[
+            (r"adaLN_modulation\.1\.", "ada_ln_modulation."),
+            (r"^t_embedder\.mlp\.0\.", "t_embedder.mlp_0."),
+            (r"^t_embedder\.mlp\.2\.", "t_embedder.mlp_2."),
         ],
-        to_checkpoint: vec![
-            p(r"ada_ln_modulation\.", "adaLN_modulation.1."),
-            p(r"^t_embedder\.mlp_0\.", "t_embedder.mlp.0."),
-            p(r"^t_embedder\.mlp_2\.", "t_embedder.mlp.2."),
+        &[
+            (r"ada_ln_modulation\.", "adaLN_modulation.1."),
+            (r"^t_embedder\.mlp_0\.", "t_embedder.mlp.0."),
+            (r"^t_embedder\.mlp_2\.", "t_embedder.mlp.2."),
         ],
-    }
+    )
 }
 
 /// Every tensor a DiT of `cfg` holds, by checkpoint key, with its PyTorch shape.
@@ -178,25 +177,13 @@ pub fn load_dit(
         None => infer_config(&ckpt, None)?,
     };
     let target = config.preset_name().unwrap_or_else(|| "the DiT config".to_string());
-    let report = compare_shapes(&ckpt, &expected_shapes(&config), is_gamma);
-    if !report.mismatched.is_empty() || !report.missing.is_empty() || !report.unused.is_empty() {
-        return Err(WeightsError::Mismatch {
-            path: ckpt.path.clone(),
-            target: format!("{target} ({} blocks, hidden {})", config.depth, config.hidden_size),
-            details: report.describe(5),
-        });
-    }
+    let described = format!("{target} ({} blocks, hidden {})", config.depth, config.hidden_size);
+    compare_shapes(&ckpt, &expected_shapes(&config), is_gamma).ensure_fits(&ckpt, &described)?;
     let defaulted_gammas = expected_shapes(&config).keys().filter(|k| is_gamma(k) && !ckpt.tensors.contains_key(*k)).count();
     let mut model = config.init(device);
     let left = ims3_weights::load_into(&mut model, &ckpt, &key_map())?;
-    let unexpected: Vec<_> = left.iter().filter(|k| !is_gamma(k)).collect();
-    if !unexpected.is_empty() {
-        return Err(WeightsError::Mismatch {
-            path: ckpt.path.clone(),
-            target,
-            details: format!("  not loaded: {unexpected:?}"),
-        });
-    }
+    let unexpected: Vec<String> = left.into_iter().filter(|k| !is_gamma(k)).collect();
+    ims3_weights::ensure_all_loaded(&unexpected, &ckpt, &target)?;
     Ok((model, LoadReport { config, defaulted_gammas, nested_key: ckpt.nested_key.clone() }))
 }
 

@@ -114,11 +114,10 @@ impl ResNet18 {
 }
 
 fn key_map() -> KeyMap {
-    let p = |a: &str, b: &str| (a.to_string(), b.to_string());
-    KeyMap {
-        to_module: vec![p(r"\.downsample\.0\.", ".downsample.conv."), p(r"\.downsample\.1\.", ".downsample.bn.")],
-        to_checkpoint: vec![p(r"\.downsample\.conv\.", ".downsample.0."), p(r"\.downsample\.bn\.", ".downsample.1.")],
-    }
+    KeyMap::new(
+        &[(r"\.downsample\.0\.", ".downsample.conv."), (r"\.downsample\.1\.", ".downsample.bn.")],
+        &[(r"\.downsample\.conv\.", ".downsample.0."), (r"\.downsample\.bn\.", ".downsample.1.")],
+    )
 }
 
 /// Every tensor of torchvision's `resnet18` state dict with its shape (`num_batches_tracked`
@@ -159,21 +158,9 @@ pub fn load_resnet18(path: impl AsRef<Path>, device: &Device) -> Result<ResNet18
     let num_classes = ckpt.shape("fc.weight").map_or(1000, |s| s[0]);
     let mut report = compare_shapes(&ckpt, &expected_shapes(num_classes), |_| false);
     report.unused.retain(|k| !k.ends_with("num_batches_tracked"));
-    if !report.mismatched.is_empty() || !report.missing.is_empty() || !report.unused.is_empty() {
-        return Err(WeightsError::Mismatch {
-            path: ckpt.path.clone(),
-            target: "torchvision resnet18".into(),
-            details: report.describe(5),
-        });
-    }
+    report.ensure_fits(&ckpt, "torchvision resnet18")?;
     let mut model = ResNet18::new(num_classes, device);
     let left = ims3_weights::load_into(&mut model, &ckpt, &key_map())?;
-    if !left.is_empty() {
-        return Err(WeightsError::Mismatch {
-            path: ckpt.path.clone(),
-            target: "torchvision resnet18".into(),
-            details: format!("  not loaded: {left:?}"),
-        });
-    }
+    ims3_weights::ensure_all_loaded(&left, &ckpt, "torchvision resnet18")?;
     Ok(model)
 }

@@ -142,46 +142,11 @@ pub fn resize_bilinear(img: &Rgb, out_h: usize, out_w: usize) -> Rgb {
     Rgb::new(out_w, out_h, data)
 }
 
-/// PIL's bicubic kernel (`a = -0.5`).
-fn bicubic(x: f64) -> f64 {
-    let a = -0.5;
-    let x = x.abs();
-    if x < 1.0 {
-        ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
-    } else if x < 2.0 {
-        (((x - 5.0) * x + 8.0) * x - 4.0) * a
-    } else {
-        0.0
-    }
-}
-
-/// PIL `precompute_coeffs`: for each output index, the first input index and the normalised
-/// weights of the taps.
-fn aa_coeffs(inn: usize, out: usize) -> Vec<(usize, Vec<f64>)> {
-    let scale = inn as f64 / out as f64;
-    let filterscale = scale.max(1.0);
-    let support = 2.0 * filterscale;
-    (0..out)
-        .map(|o| {
-            let center = (o as f64 + 0.5) * scale;
-            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
-            let xmax = ((center + support + 0.5) as i64).min(inn as i64) as usize;
-            let mut w: Vec<f64> =
-                (xmin..xmax).map(|x| bicubic((x as f64 - center + 0.5) / filterscale)).collect();
-            let total: f64 = w.iter().sum();
-            if total != 0.0 {
-                w.iter_mut().for_each(|v| *v /= total);
-            }
-            (xmin, w)
-        })
-        .collect()
-}
-
 /// Antialiased bicubic resize (PIL `Image.resize(BICUBIC)` on float images; torchvision
 /// `Resize(..., BICUBIC, antialias=True)` on tensors): separable, horizontal pass first.
 pub fn resize_bicubic_aa(img: &Rgb, out_h: usize, out_w: usize) -> Rgb {
-    let cx = aa_coeffs(img.width, out_w);
-    let cy = aa_coeffs(img.height, out_h);
+    let cx = pil::float_coeffs(img.width, out_w, pil::Filter::Bicubic);
+    let cy = pil::float_coeffs(img.height, out_h, pil::Filter::Bicubic);
     let h = img.height;
     let mut tmp = vec![0.0f32; 3 * h * out_w];
     for c in 0..3 {

@@ -18,14 +18,14 @@ pub enum Filter {
 }
 
 impl Filter {
-    fn support(self) -> f64 {
+    pub(crate) fn support(self) -> f64 {
         match self {
             Filter::Box => 0.5,
             Filter::Bicubic => 2.0,
         }
     }
 
-    fn eval(self, x: f64) -> f64 {
+    pub(crate) fn eval(self, x: f64) -> f64 {
         match self {
             Filter::Box => {
                 if x > -0.5 && x <= 0.5 { 1.0 } else { 0.0 }
@@ -47,9 +47,9 @@ impl Filter {
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
-/// `precompute_coeffs` + `normalize_coeffs_8bpc`: per output index, first input index and
-/// fixed-point weights.
-fn coeffs(inn: usize, out: usize, filter: Filter) -> Vec<(usize, Vec<i32>)> {
+/// PIL's `precompute_coeffs`: per output index, the first input index and the normalised
+/// weights (float). The support widens with the downscale factor (antialiasing).
+pub(crate) fn float_coeffs(inn: usize, out: usize, filter: Filter) -> Vec<(usize, Vec<f64>)> {
     let scale = inn as f64 / out as f64;
     let filterscale = scale.max(1.0);
     let support = filter.support() * filterscale;
@@ -59,14 +59,26 @@ fn coeffs(inn: usize, out: usize, filter: Filter) -> Vec<(usize, Vec<i32>)> {
             let center = (o as f64 + 0.5) * scale;
             let xmin = ((center - support + 0.5) as i64).max(0) as usize;
             let xmax = ((center + support + 0.5) as i64).min(inn as i64) as usize;
-            let w: Vec<f64> = (xmin..xmax).map(|x| filter.eval((x as f64 - center + 0.5) * ss)).collect();
+            let mut w: Vec<f64> = (xmin..xmax).map(|x| filter.eval((x as f64 - center + 0.5) * ss)).collect();
             let total: f64 = w.iter().sum();
+            if total != 0.0 {
+                w.iter_mut().for_each(|v| *v /= total);
+            }
+            (xmin, w)
+        })
+        .collect()
+}
+
+/// `normalize_coeffs_8bpc`: the float weights in 22-bit fixed point, rounded away from zero.
+fn coeffs(inn: usize, out: usize, filter: Filter) -> Vec<(usize, Vec<i32>)> {
+    float_coeffs(inn, out, filter)
+        .into_iter()
+        .map(|(xmin, w)| {
             let k = w
                 .iter()
                 .map(|v| {
-                    let v = if total != 0.0 { v / total } else { *v };
                     let f = v * (1u32 << PRECISION_BITS) as f64;
-                    if v < 0.0 { (f - 0.5) as i32 } else { (f + 0.5) as i32 }
+                    if *v < 0.0 { (f - 0.5) as i32 } else { (f + 0.5) as i32 }
                 })
                 .collect();
             (xmin, k)

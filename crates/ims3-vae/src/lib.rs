@@ -5,10 +5,12 @@
 //! DiT latents are posterior samples times [`VaeConfig::scaling_factor`] (0.18215); see
 //! [`AutoencoderKL::to_dit_latent`] and [`AutoencoderKL::from_dit_latent`].
 
+pub mod cache;
 pub mod config;
 pub mod load;
 pub mod model;
 
+pub use cache::{CacheOptions, ClassFolder, LatentCache};
 pub use config::VaeConfig;
 pub use load::{load_vae, load_vae_dir};
 pub use model::{AutoencoderKL, Posterior};

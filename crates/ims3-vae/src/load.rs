@@ -12,16 +12,15 @@ use crate::model::AutoencoderKL;
 /// Older hub files name the mid-block attention `query/key/value/proj_attn`; newer ones
 /// `to_q/to_k/to_v/to_out.0`. Both load into the same module.
 pub fn key_map() -> KeyMap {
-    let p = |a: &str, b: &str| (a.to_string(), b.to_string());
-    KeyMap {
-        to_module: vec![
-            p(r"(attentions\.\d+)\.query\.", "$1.to_q."),
-            p(r"(attentions\.\d+)\.key\.", "$1.to_k."),
-            p(r"(attentions\.\d+)\.value\.", "$1.to_v."),
-            p(r"(attentions\.\d+)\.proj_attn\.", "$1.to_out.0."),
+    KeyMap::new(
+        &[
+            (r"(attentions\.\d+)\.query\.", "$1.to_q."),
+            (r"(attentions\.\d+)\.key\.", "$1.to_k."),
+            (r"(attentions\.\d+)\.value\.", "$1.to_v."),
+            (r"(attentions\.\d+)\.proj_attn\.", "$1.to_out.0."),
         ],
-        to_checkpoint: vec![],
-    }
+        &[],
+    )
 }
 
 /// Renames the old attention keys of a checkpoint's table of contents to the new ones.
@@ -49,22 +48,10 @@ pub fn load_vae(weights: impl AsRef<Path>, config: &VaeConfig, device: &Device) 
     normalise_names(&mut ckpt);
     let mut model = config.init(device);
     let expected = expected_shapes_of(&model, &KeyMap::default());
-    let report = compare_shapes(&ckpt, &expected, |_| false);
-    if !report.mismatched.is_empty() || !report.missing.is_empty() || !report.unused.is_empty() {
-        return Err(WeightsError::Mismatch {
-            path: ckpt.path.clone(),
-            target: format!("AutoencoderKL {:?}", config.block_out_channels),
-            details: report.describe(5),
-        });
-    }
+    let target = format!("AutoencoderKL {:?}", config.block_out_channels);
+    compare_shapes(&ckpt, &expected, |_| false).ensure_fits(&ckpt, &target)?;
     let left = ims3_weights::load_into(&mut model, &ckpt, &key_map())?;
-    if !left.is_empty() {
-        return Err(WeightsError::Mismatch {
-            path: ckpt.path.clone(),
-            target: "AutoencoderKL".into(),
-            details: format!("  not loaded: {left:?}"),
-        });
-    }
+    ims3_weights::ensure_all_loaded(&left, &ckpt, &target)?;
     Ok(model)
 }
 

@@ -242,6 +242,34 @@ impl AutoencoderKL {
         self.decoder.forward(z)
     }
 
+    /// Decodes DiT latents (scaled by `scaling_factor`) to host images in [-1, 1] (not
+    /// clamped, as S3 encodes them), `batch` at a time so memory is bounded by the batch.
+    pub fn decode_to_images(&self, z: Tensor<4>, batch: usize, show_progress: bool) -> Vec<ims3_images::Rgb> {
+        let [n, _, _, _] = z.dims();
+        let pb = if show_progress {
+            indicatif::ProgressBar::new(n as u64).with_style(
+                indicatif::ProgressStyle::with_template("vae-decode [{bar:30}] {pos}/{len} images {per_sec} ETA {eta}").expect("template"),
+            )
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let mut out = Vec::with_capacity(n);
+        let mut start = 0;
+        while start < n {
+            let len = batch.max(1).min(n - start);
+            let x = self.decode(self.from_dit_latent(z.clone().narrow(0, start, len)));
+            let [_, c, h, w] = x.dims();
+            let v: Vec<f32> = x.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+            for i in 0..len {
+                out.push(ims3_images::Rgb::new(w, h, v[i * c * h * w..(i + 1) * c * h * w].to_vec()));
+            }
+            pb.inc(len as u64);
+            start += len;
+        }
+        pb.finish_and_clear();
+        out
+    }
+
     /// Latent as DiT sees it: `z * scaling_factor` (0.18215).
     pub fn to_dit_latent(&self, z: Tensor<4>) -> Tensor<4> {
         z * self.scaling_factor

@@ -226,6 +226,15 @@ pub struct ShapeReport {
 }
 
 impl ShapeReport {
+    /// Ok when the checkpoint fits exactly; else the error naming the file and the first
+    /// mismatching, missing and unused keys.
+    pub fn ensure_fits(&self, ckpt: &Checkpoint, target: &str) -> Result<(), WeightsError> {
+        if self.mismatched.is_empty() && self.missing.is_empty() && self.unused.is_empty() {
+            return Ok(());
+        }
+        Err(WeightsError::Mismatch { path: ckpt.path.clone(), target: target.to_string(), details: self.describe(5) })
+    }
+
     /// Lines of at most `limit` entries per kind, for error messages and `ims3 info`.
     pub fn describe(&self, limit: usize) -> String {
         let mut s = String::new();
@@ -275,6 +284,12 @@ pub struct KeyMap {
 }
 
 impl KeyMap {
+    /// From `(checkpoint regex, module path)` pairs and the reverse pairs used when saving.
+    pub fn new(to_module: &[(&str, &str)], to_checkpoint: &[(&str, &str)]) -> Self {
+        let own = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        Self { to_module: own(to_module), to_checkpoint: own(to_checkpoint) }
+    }
+
     fn remapper(pairs: &[(String, String)]) -> KeyRemapper {
         KeyRemapper::from_patterns(pairs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect())
             .expect("static key patterns are valid regexes")
@@ -342,6 +357,15 @@ pub fn load_into<M: ModuleSnapshot + Module>(
         return Err(WeightsError::Mismatch { path, target: "the model".into(), details: details.join("\n") });
     }
     Ok(result.missing.into_iter().map(|(p, _)| p).collect())
+}
+
+/// Errors when burn-store left any of `left` (module paths not provided by the file) at its
+/// initial value.
+pub fn ensure_all_loaded(left: &[String], ckpt: &Checkpoint, target: &str) -> Result<(), WeightsError> {
+    if left.is_empty() {
+        return Ok(());
+    }
+    Err(WeightsError::Mismatch { path: ckpt.path.clone(), target: target.to_string(), details: format!("  not loaded: {left:?}") })
 }
 
 /// Writes `module` as safetensors in PyTorch naming and layout, with `metadata`, atomically
