@@ -317,14 +317,6 @@ impl DiT {
         let y = Tensor::cat(vec![labels, null], 0);
         move |x: Tensor<4>, t: Tensor<1>| self.forward_with_cfg(x, t, y.clone(), cfg_scale, channels)
     }
-
-    pub fn num_params(&self) -> usize {
-        self.num_params_module()
-    }
-
-    fn num_params_module(&self) -> usize {
-        <Self as Module>::num_params(self)
-    }
 }
 
 /// MAE's 2-D sin-cos position embedding for a `grid x grid` patch grid: [grid*grid, dim].
