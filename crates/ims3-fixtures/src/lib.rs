@@ -9,13 +9,18 @@ use burn::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The fixtures folder: `$IMS3_FIXTURES`, else `<repo>/../shared/fixtures`.
+/// The fixtures folder: `$IMS3_FIXTURES`, else `<repo>/../shared/fixtures`. The repository is
+/// found from `CARGO_MANIFEST_DIR` as cargo sets it when running tests (read at run time, so a
+/// build reused from another checkout does not point back at that checkout).
 pub fn fixtures_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("IMS3_FIXTURES") {
         return PathBuf::from(dir);
     }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    repo.join("../shared/fixtures")
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    // Every crate sits at <repo>/crates/<name>.
+    manifest.join("../../../shared/fixtures")
 }
 
 /// One case folder.
