@@ -192,12 +192,33 @@ fn check_vae(case: &Case, device: &Device) -> Result<Outcome> {
     Ok(Outcome::Ok(e1.max(e2).max(e3)))
 }
 
+fn check_resnet_ap(case: &Case, device: &Device) -> Result<Outcome> {
+    use ims3_eval::{Norm, ResNetAPConfig};
+    let arch = case.config["arch"].as_str().unwrap_or("resnet_ap10");
+    let depth: usize = arch.trim_start_matches("resnet_ap").split('_').next().unwrap_or("10").parse().unwrap_or(10);
+    let norm = if case.config["norm_type"].as_str().unwrap_or("instance").starts_with("batch") { Norm::Batch } else { Norm::Instance };
+    let config = ResNetAPConfig {
+        depth,
+        num_classes: case.usize("num_classes")?,
+        input_size: case.usize("input_size")?,
+        norm,
+        width: 1.0,
+        channels: 3,
+    };
+    let model = ims3_eval::load_resnet_ap(case.dir.join("weights.pt"), &config, device)?;
+    let io = case.io()?;
+    let get = |k: &str| io.get(k).with_context(|| format!("{}: io.safetensors has no '{k}'", case.name));
+    let logits = model.forward(get("image")?.tensor::<4>(device));
+    Ok(Outcome::Ok(max_rel_err(&to_f64_2(logits), &get("logits")?.data)))
+}
+
 fn check(case: &Case, device: &Device) -> Result<(Outcome, f64)> {
     match case.kind.as_str() {
         "dit" => Ok((check_dit(case, device)?, FORWARD_TOL)),
         "diffusion" => Ok((check_diffusion(case, device)?, DIFFUSION_TOL)),
         "s3" => Ok((check_s3(case)?, S3_TOL)),
         "vae" => Ok((check_vae(case, device)?, FORWARD_TOL)),
+        "resnet_ap" => Ok((check_resnet_ap(case, device)?, FORWARD_TOL)),
         "resnet18_torchvision" => Ok((check_resnet18_torchvision(case, device)?, FORWARD_TOL)),
         _ => Ok((Outcome::Skipped, 0.0)),
     }
