@@ -110,19 +110,19 @@ impl DiTConfig {
 
     /// Checks the invariants the model relies on.
     pub fn validate(&self) -> Result<(), String> {
-        if self.patch_size == 0 || self.input_size % self.patch_size != 0 {
+        if self.patch_size == 0 || !self.input_size.is_multiple_of(self.patch_size) {
             return Err(format!(
                 "input_size {} is not a multiple of patch_size {}",
                 self.input_size, self.patch_size
             ));
         }
-        if self.num_heads == 0 || self.hidden_size % self.num_heads != 0 {
+        if self.num_heads == 0 || !self.hidden_size.is_multiple_of(self.num_heads) {
             return Err(format!(
                 "hidden_size {} is not divisible by num_heads {}",
                 self.hidden_size, self.num_heads
             ));
         }
-        if self.hidden_size % 4 != 0 {
+        if !self.hidden_size.is_multiple_of(4) {
             return Err(format!("hidden_size {} must be a multiple of 4 (2-D sin-cos pos_embed)", self.hidden_size));
         }
         if self.gamma_blocks > self.depth {

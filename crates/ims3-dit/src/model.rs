@@ -323,7 +323,7 @@ impl DiT {
 /// The first half of the channels encodes the row (h), the second the column (w); within each,
 /// `[sin(pos w_k), cos(pos w_k)]` with `w_k = 1 / 10000^(2k/(dim/2))`. Computed in f64.
 pub fn sincos_pos_embed_2d(dim: usize, grid: usize) -> Vec<f64> {
-    assert!(dim % 4 == 0, "pos_embed dim must be a multiple of 4");
+    assert!(dim.is_multiple_of(4), "pos_embed dim must be a multiple of 4");
     let quarter = dim / 4;
     let omega: Vec<f64> = (0..quarter)
         .map(|k| 1.0 / 10000f64.powf(k as f64 / (dim as f64 / 4.0)))

@@ -91,16 +91,16 @@ fn wrong_config_names_the_file_and_the_mismatching_keys() {
     save_dit(&cfg.init(&device), &cfg, &path).unwrap();
 
     let wider = DiTConfig { hidden_size: 48, num_heads: 4, ..tiny() };
-    let e = load_dit(&path, Some(&wider), None, &device).err().expect("must fail").to_string();
+    let e = load_dit(&path, Some(&wider), None, &device).expect_err("must fail").to_string();
     assert!(e.contains("tiny.safetensors"), "{e}");
     assert!(e.contains("shape mismatch 'blocks.0.adaLN_modulation.1.bias': checkpoint [192], expected [288]"), "{e}");
 
     let shallower = DiTConfig { depth: 2, ..tiny() };
-    let e = load_dit(&path, Some(&shallower), None, &device).err().expect("must fail").to_string();
+    let e = load_dit(&path, Some(&shallower), None, &device).expect_err("must fail").to_string();
     assert!(e.contains("unused") && e.contains("blocks.2."), "{e}");
 
     let more_classes = DiTConfig { num_classes: 9, ..tiny() };
-    let e = load_dit(&path, Some(&more_classes), None, &device).err().expect("must fail").to_string();
+    let e = load_dit(&path, Some(&more_classes), None, &device).expect_err("must fail").to_string();
     assert!(e.contains("y_embedder.embedding_table.weight"), "{e}");
 }
 

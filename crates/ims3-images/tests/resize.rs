@@ -1,6 +1,8 @@
 //! Resampling against known values: PIL's antialiased bicubic (from `pil_reference.py`,
 //! pasted below) and hand-computed bilinear / centre-crop cases.
 
+#![allow(clippy::excessive_precision)] // values pasted verbatim from pil_reference.py
+
 use ims3_images::{Rgb, center_crop, resize_bicubic_aa, resize_bilinear};
 
 /// The 9x7 pattern of pil_reference.py in all three channels.

@@ -36,7 +36,7 @@ fn truncated_checkpoint_is_an_error_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let cut = dir.path().join("cut.pt");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    let e = load_dit(&cut, Some(&config_of(case)), None, &Device::flex()).err().expect("truncated file must fail").to_string();
+    let e = load_dit(&cut, Some(&config_of(case)), None, &Device::flex()).expect_err("truncated file must fail").to_string();
     assert!(e.contains("cut.pt"), "{e}");
 }
 
@@ -47,8 +47,7 @@ fn weights_of_another_size_are_refused_with_the_first_mismatches() {
     // A wider model of the same depth: every weight mismatches, as XL weights in an L config.
     let wider = DiTConfig { hidden_size: cfg.hidden_size * 2, ..cfg.clone() };
     let e = load_dit(case.dir.join("weights.pt"), Some(&wider), None, &Device::flex())
-        .err()
-        .expect("must fail")
+        .expect_err("must fail")
         .to_string();
     assert!(e.contains("weights.pt") && e.contains("shape mismatch") && e.contains("expected"), "{e}");
 }

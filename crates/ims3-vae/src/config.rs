@@ -71,11 +71,10 @@ impl VaeConfig {
         if self.block_out_channels.is_empty() {
             return Err("block_out_channels is empty".into());
         }
-        if let Some(a) = &self.act_fn {
-            if a != "silu" {
+        if let Some(a) = &self.act_fn
+            && a != "silu" {
                 return Err(format!("act_fn '{a}' is not supported (silu only)"));
             }
-        }
         for t in &self.down_block_types {
             if t != "DownEncoderBlock2D" {
                 return Err(format!("down block type '{t}' is not supported"));

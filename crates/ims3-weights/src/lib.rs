@@ -94,15 +94,14 @@ impl Checkpoint {
                 let top = k.split('.').next().unwrap_or("");
                 nested.iter().any(|n| n == top) || !k.contains('.')
             });
-        if let Some(want) = prefer {
-            if !is_nested || !nested.iter().any(|n| n == want) {
+        if let Some(want) = prefer
+            && (!is_nested || !nested.iter().any(|n| n == want)) {
                 return Err(WeightsError::Other {
                     path,
                     why: format!("asked for the nested state dict '{want}', but the file has {}",
                         if is_nested { format!("only {nested:?}") } else { "a plain state dict".into() }),
                 });
             }
-        }
         if !is_nested {
             return Ok(Self { path, format, nested_key: None, other_nested_keys: vec![], tensors: all, metadata });
         }
@@ -168,9 +167,10 @@ fn read_pytorch_index(path: &Path) -> Result<BTreeMap<String, TensorInfo>, Weigh
         .collect())
 }
 
-fn read_safetensors_header(
-    path: &Path,
-) -> Result<(BTreeMap<String, TensorInfo>, BTreeMap<String, String>), WeightsError> {
+/// Tensors and `__metadata__` of a safetensors header.
+type Header = (BTreeMap<String, TensorInfo>, BTreeMap<String, String>);
+
+fn read_safetensors_header(path: &Path) -> Result<Header, WeightsError> {
     let corrupt = |why: String| WeightsError::Corrupt { path: path.to_path_buf(), why };
     let mut f = std::fs::File::open(path).map_err(io_err(path))?;
     let file_len = f.metadata().map_err(io_err(path))?.len();
