@@ -1,15 +1,12 @@
 //! The IDDPM machinery that DiT, Minimax and IMS3 share, independent of any network:
 //! schedules and respacing (`schedule.rs`, float64), the per-step formulas and losses
-//! (`gaussian.rs`), the sampling loops and DDIM inversion (`sample.rs`), and IMS3's
-//! Inversion-Matching term on the quantities they produce (`im.rs`).
+//! (`gaussian.rs`), and the sampling loops and DDIM inversion (`sample.rs`).
 //!
 //! Samplers take the network as a [`Denoiser`] (any `Fn(x, t) -> out` closure).
 
 pub mod gaussian;
-pub mod im;
 pub mod sample;
 pub mod schedule;
 
-pub use im::{IM_LAMBDA, im_loss, mean_pairwise_cosine};
 pub use gaussian::{Denoiser, GaussianDiffusion, LossTerms, NoiseSource, PMeanVariance};
 pub use schedule::{NoiseSchedule, Schedule, ScheduleError, space_timesteps};
