@@ -1,0 +1,115 @@
+//! Difffit parameter selection and the EMA of the weights (train_dit.py).
+//!
+//! `mark_difffit_trainable` applies the reference's name rule
+//! ([`ims3_dit::is_difffit_trainable`]: `bias`, `norm`, `gamma` or `y_embed` in the name) to
+//! the module paths, which carry the same words as the checkpoint keys; everything else,
+//! `pos_embed` included, stops requiring gradients, so the optimiser leaves it bit-identical.
+//! `ema_update` is `ema = decay * ema + (1 - decay) * model` over every float parameter, matched
+//! by parameter id (the EMA starts as a clone of the model).
+
+use std::collections::HashMap;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::prelude::*;
+use ims3_dit::DiT;
+
+/// Tracks the dotted path of the parameter being visited or mapped.
+#[derive(Default)]
+struct PathStack(Vec<String>);
+
+impl PathStack {
+    fn enter(&mut self, name: &str) {
+        self.0.push(name.to_string());
+    }
+    fn exit(&mut self) {
+        self.0.pop();
+    }
+    fn path(&self) -> String {
+        self.0.join(".")
+    }
+}
+
+struct MarkTrainable(PathStack);
+
+impl ModuleMapper for MarkTrainable {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.0.enter(name);
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.0.exit();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        param.set_require_grad(ims3_dit::is_difffit_trainable(&self.0.path()))
+    }
+}
+
+/// Freezes every parameter that Difffit does not train.
+pub fn mark_difffit_trainable(model: DiT) -> DiT {
+    model.map(&mut MarkTrainable(PathStack::default()))
+}
+
+/// Every float parameter by module path, as host values (for tests and reports).
+pub fn parameters_by_path<M: Module>(module: &M) -> Vec<(String, Vec<f32>)> {
+    struct Collect(PathStack, Vec<(String, Vec<f32>)>);
+    impl ModuleVisitor for Collect {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.0.enter(name);
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.exit();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let v = param.val().into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 values");
+            self.1.push((self.0.path(), v));
+        }
+    }
+    let mut c = Collect(PathStack::default(), Vec::new());
+    module.visit(&mut c);
+    c.1
+}
+
+/// Number of parameters the Difffit rule trains in `module`.
+pub fn difffit_trainable_count<M: Module>(module: &M) -> usize {
+    struct Count(PathStack, usize);
+    impl ModuleVisitor for Count {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.0.enter(name);
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.exit();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if ims3_dit::is_difffit_trainable(&self.0.path()) {
+                self.1 += param.shape().num_elements();
+            }
+        }
+    }
+    let mut c = Count(PathStack::default(), 0);
+    module.visit(&mut c);
+    c.1
+}
+
+/// `ema <- decay * ema + (1 - decay) * model` for every float parameter (matched by id).
+pub fn ema_update<M: Module>(ema: M, model: &M, decay: f64) -> M {
+    struct Gather(HashMap<ParamId, Tensor<1>>);
+    impl ModuleVisitor for Gather {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.insert(param.id, param.val().detach().reshape([-1]));
+        }
+    }
+    struct Blend(HashMap<ParamId, Tensor<1>>, f64);
+    impl ModuleMapper for Blend {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let Some(src) = self.0.remove(&param.id) else { return param };
+            let decay = self.1;
+            param.map(|t| {
+                let shape = t.shape();
+                let src: Tensor<D> = src.reshape(shape);
+                (t.detach() * decay + src * (1.0 - decay)).detach()
+            })
+        }
+    }
+    let mut g = Gather(HashMap::new());
+    model.visit(&mut g);
+    ema.map(&mut Blend(g.0, decay))
+}
