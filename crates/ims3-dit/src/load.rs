@@ -178,8 +178,9 @@ pub fn load_dit(
     };
     let target = config.preset_name().unwrap_or_else(|| "the DiT config".to_string());
     let described = format!("{target} ({} blocks, hidden {})", config.depth, config.hidden_size);
-    compare_shapes(&ckpt, &expected_shapes(&config), is_gamma).ensure_fits(&ckpt, &described)?;
-    let defaulted_gammas = expected_shapes(&config).keys().filter(|k| is_gamma(k) && !ckpt.tensors.contains_key(*k)).count();
+    let expected = expected_shapes(&config);
+    compare_shapes(&ckpt, &expected, is_gamma).ensure_fits(&ckpt, &described)?;
+    let defaulted_gammas = expected.keys().filter(|k| is_gamma(k) && !ckpt.tensors.contains_key(*k)).count();
     let mut model = config.init(device);
     let left = ims3_weights::load_into(&mut model, &ckpt, &key_map())?;
     let unexpected: Vec<String> = left.into_iter().filter(|k| !is_gamma(k)).collect();

@@ -81,12 +81,22 @@ pub fn write_png(path: &Path, img: &Rgb) -> Result<(), ImageError> {
             buf.put_pixel(x as u32, y as u32, image::Rgb(px));
         }
     }
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    buf.write_to(&mut bytes, image::ImageFormat::Png).map_err(|e| err(e.to_string()))?;
+    atomic_write(path, bytes.get_ref()).map_err(|e| err(e.to_string()))
+}
+
+/// Writes `bytes` to `path` through a temporary sibling and a rename, creating the parent
+/// folder: an interrupted write never leaves a truncated file at `path`.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension(format!("png.{}.tmp", std::process::id()));
-    buf.save_with_format(&tmp, image::ImageFormat::Png).map_err(|e| err(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(name);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Image files directly in `dir` or below it, sorted by path (the reference takes filesystem

@@ -152,15 +152,9 @@ fn write_f32_tensors(
     atomic_write(path, &bytes)
 }
 
-/// Temp file + rename, creating the parent folder.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), PipelineError> {
-    let io = |e: std::io::Error| PipelineError::Io { path: path.to_path_buf(), why: e.to_string() };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+/// [`ims3_images::atomic_write`] with this module's error.
+fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), PipelineError> {
+    ims3_images::atomic_write(path, bytes).map_err(|e| PipelineError::Io { path: path.to_path_buf(), why: e.to_string() })
 }
 
 /// Saves the centroids in the fixtures' `s3` layout.

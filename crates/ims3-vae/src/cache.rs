@@ -165,12 +165,7 @@ impl LatentCache {
         meta.insert("files".to_string(), serde_json::to_string(&self.files).expect("json"));
         meta.insert("skipped".to_string(), serde_json::to_string(&self.skipped).expect("json"));
         let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| io(e.to_string()))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| io(e.to_string()))?;
-        }
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes).map_err(|e| io(e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| io(e.to_string()))
+        ims3_images::atomic_write(path, &bytes).map_err(|e| io(e.to_string()))
     }
 
     /// Reads a cache; `None` if it was built from other inputs or settings.
