@@ -10,3 +10,4 @@ pub mod schedule;
 
 pub use gaussian::{Denoiser, GaussianDiffusion, LossTerms, NoiseSource, PMeanVariance};
 pub use schedule::{NoiseSchedule, Schedule, ScheduleError, space_timesteps};
+pub use sample::progress_bar;

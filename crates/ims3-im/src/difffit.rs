@@ -7,7 +7,7 @@
 //! `ema_update` is `ema = decay * ema + (1 - decay) * model` over every float parameter, matched
 //! by parameter id (the EMA starts as a clone of the model).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
@@ -15,16 +15,16 @@ use ims3_dit::DiT;
 
 /// Tracks the dotted path of the parameter being visited or mapped.
 #[derive(Default)]
-struct PathStack(Vec<String>);
+pub(crate) struct PathStack(Vec<String>);
 
 impl PathStack {
-    fn enter(&mut self, name: &str) {
+    pub(crate) fn enter(&mut self, name: &str) {
         self.0.push(name.to_string());
     }
-    fn exit(&mut self) {
+    pub(crate) fn exit(&mut self) {
         self.0.pop();
     }
-    fn path(&self) -> String {
+    pub(crate) fn path(&self) -> String {
         self.0.join(".")
     }
 }
@@ -112,4 +112,74 @@ pub fn ema_update<M: Module>(ema: M, model: &M, decay: f64) -> M {
     let mut g = Gather(HashMap::new());
     model.visit(&mut g);
     ema.map(&mut Blend(g.0, decay))
+}
+
+/// The trainable parameters of `module` (those that require a gradient), by module path, as
+/// flattened detached tensors on the plain (non-autodiff) device.
+pub fn trainable_tensors<M: Module>(module: &M) -> BTreeMap<String, Tensor<1>> {
+    struct Collect(PathStack, BTreeMap<String, Tensor<1>>);
+    impl ModuleVisitor for Collect {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.0.enter(name);
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.exit();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if param.is_require_grad() {
+                let t = param.val();
+                let t = if t.device().is_autodiff() { t.inner() } else { t };
+                self.1.insert(self.0.path(), t.reshape([-1]));
+            }
+        }
+    }
+    let mut c = Collect(PathStack::default(), BTreeMap::new());
+    module.visit(&mut c);
+    c.1
+}
+
+/// Replaces the parameters named in `values` (module path -> flattened values) and reports
+/// which names matched no parameter and which had the wrong element count. The replaced
+/// parameters keep their `require_grad` flag.
+pub fn overwrite_parameters<M: Module>(module: M, values: &BTreeMap<String, Vec<f32>>) -> Result<M, String> {
+    struct Write<'a> {
+        path: PathStack,
+        values: &'a BTreeMap<String, Vec<f32>>,
+        used: Vec<String>,
+        bad: Vec<String>,
+    }
+    impl ModuleMapper for Write<'_> {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.enter(name);
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.exit();
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let path = self.path.path();
+            let Some(v) = self.values.get(&path) else { return param };
+            let shape = param.shape();
+            if shape.num_elements() != v.len() {
+                self.bad.push(format!("{path}: {} values for shape {:?}", v.len(), shape.dims::<D>()));
+                return param;
+            }
+            self.used.push(path);
+            let (id, t, mapper) = param.consume();
+            let grad = t.is_require_grad();
+            let new = Tensor::<1>::from_floats(v.as_slice(), &t.device()).reshape(shape);
+            let new = if grad { new.require_grad() } else { new };
+            Param::from_mapped_value(id, new, mapper)
+        }
+    }
+    let mut w = Write { path: PathStack::default(), values, used: vec![], bad: vec![] };
+    let module = module.map(&mut w);
+    let unknown: Vec<&String> = values.keys().filter(|k| !w.used.contains(k)).filter(|k| !w.bad.iter().any(|b| b.starts_with(k.as_str()))).collect();
+    if !w.bad.is_empty() || !unknown.is_empty() {
+        return Err(format!(
+            "{}{}",
+            if w.bad.is_empty() { String::new() } else { format!("wrong sizes: {}; ", w.bad.join(", ")) },
+            if unknown.is_empty() { String::new() } else { format!("no such parameter: {}", unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")) }
+        ));
+    }
+    Ok(module)
 }

@@ -70,6 +70,27 @@ impl MinimaxMemory {
         (self.real.get(&class).map_or(0, VecDeque::len), self.pseudo.get(&class).map_or(0, VecDeque::len))
     }
 
+    /// The memories as host rows, for checkpoints: class -> (real rows, pseudo rows), oldest
+    /// first, each row a flattened latent.
+    pub fn snapshot(&self) -> BTreeMap<i64, (Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+        let rows = |q: Option<&VecDeque<Tensor<1>>>| -> Vec<Vec<f32>> {
+            q.map(|q| q.iter().map(|t| t.clone().into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 rows")).collect()).unwrap_or_default()
+        };
+        let classes: BTreeSet<i64> = self.real.keys().chain(self.pseudo.keys()).copied().collect();
+        classes.into_iter().map(|c| (c, (rows(self.real.get(&c)), rows(self.pseudo.get(&c))))).collect()
+    }
+
+    /// The inverse of [`snapshot`](Self::snapshot).
+    pub fn restore(size: usize, snap: &BTreeMap<i64, (Vec<Vec<f32>>, Vec<Vec<f32>>)>, device: &Device) -> Self {
+        let mut m = Self::new(size);
+        for (&c, (real, pseudo)) in snap {
+            let q = |rows: &Vec<Vec<f32>>| rows.iter().map(|r| Tensor::<1>::from_floats(r.as_slice(), device)).collect::<VecDeque<_>>();
+            m.real.insert(c, q(real));
+            m.pseudo.insert(c, q(pseudo));
+        }
+        m
+    }
+
     /// The representativeness and diversity terms of one batch, then the memory update.
     /// `x0`: real latents [B, C, H, W]; `pred`: the x0 predictions [B, C, H, W] (with
     /// gradient); `classes`: the class of each sample (the reference groups by the folder

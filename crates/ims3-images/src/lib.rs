@@ -9,6 +9,7 @@
 //! - [`pil::center_crop_arr`]: ADM's crop for DiT training, with PIL's 8-bit BOX/BICUBIC
 //!   resampling reproduced bit for bit.
 
+pub mod idx;
 pub mod pil;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +30,8 @@ pub enum ImageError {
     Write { path: PathBuf, why: String },
     #[error("{path}: cannot list folder: {why}")]
     List { path: PathBuf, why: String },
+    #[error("{path}: cannot decode: {why}")]
+    Decode { path: PathBuf, why: String },
 }
 
 /// File extensions taken as images (case-insensitive), as IMS3's `list_images`.

@@ -1,0 +1,202 @@
+//! The IM fine-tuning loop on a tiny pixel-space DiT on Flex, with real images: Fashion-MNIST
+//! (Debian's `dataset-fashion-mnist`, which `.ci/run` installs; `IMS3_FASHION_MNIST` points
+//! elsewhere), cropped to 24 px and box-averaged to 8 x 8.
+
+use std::path::PathBuf;
+
+use burn::prelude::*;
+use ims3_dit::{DiT, DiTConfig};
+use ims3_im::{
+    Checkpoint, InMemoryData, LossConfig, RunOptions, StepBatch, TrainConfig, TrainError, im_step_loss, list_checkpoints,
+    parameters_by_path, train,
+};
+
+fn fashion_dir() -> PathBuf {
+    std::env::var_os("IMS3_FASHION_MNIST").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/share/datasets/fashion-mnist"))
+}
+
+/// The first `n` training images of classes 0..`classes`, as 1 x 8 x 8 in [-1, 1].
+fn fashion(n: usize, classes: i64) -> InMemoryData {
+    let dir = fashion_dir();
+    let images = ims3_images::idx::read_idx_u8(&dir.join("train-images-idx3-ubyte.gz"))
+        .unwrap_or_else(|e| panic!("{e}\n(install Debian's dataset-fashion-mnist or set IMS3_FASHION_MNIST)"));
+    let labels = ims3_images::idx::read_idx_u8(&dir.join("train-labels-idx1-ubyte.gz")).unwrap_or_else(|e| panic!("{e}"));
+    let (mut values, mut out_labels) = (Vec::new(), Vec::new());
+    for (i, &l) in labels.data.iter().enumerate() {
+        if (l as i64) >= classes {
+            continue;
+        }
+        let img = &images.data[i * 784..(i + 1) * 784];
+        for y in 0..8 {
+            for x in 0..8 {
+                let mut s = 0.0;
+                for dy in 0..3 {
+                    for dx in 0..3 {
+                        s += img[(2 + 3 * y + dy) * 28 + 2 + 3 * x + dx] as f32;
+                    }
+                }
+                values.push(s / 9.0 / 127.5 - 1.0);
+            }
+        }
+        out_labels.push(l as i64);
+        if out_labels.len() == n {
+            break;
+        }
+    }
+    InMemoryData { values, shape: [1, 8, 8], labels: out_labels }
+}
+
+fn tiny() -> DiTConfig {
+    DiTConfig {
+        input_size: 8,
+        patch_size: 2,
+        in_channels: 1,
+        hidden_size: 32,
+        depth: 2,
+        num_heads: 4,
+        mlp_ratio: 4.0,
+        class_dropout_prob: 0.1,
+        num_classes: 10,
+        learn_sigma: true,
+        gamma_blocks: 1,
+    }
+}
+
+/// A stand-in "pretrained" DiT: the reference init plus a fixed random offset (the init zeroes
+/// adaLN and the output layer, which would make most gradients vanish).
+fn base(device: &Device) -> DiT {
+    use burn::module::{Module, ModuleMapper, Param};
+    struct Jitter;
+    impl ModuleMapper for Jitter {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let (id, t, mapper) = param.consume();
+            let noise = t.random_like(burn::tensor::Distribution::Normal(0.0, 0.05));
+            Param::from_mapped_value(id, (t + noise).detach(), mapper)
+        }
+    }
+    device.seed(7);
+    tiny().init(device).map(&mut Jitter)
+}
+
+fn quick(seed: u64) -> TrainConfig {
+    TrainConfig {
+        batch_size: 8,
+        epochs: 1,
+        max_steps: Some(6),
+        checkpoint_every: 2,
+        keep_last: 2,
+        log_every: 1,
+        seed,
+        ..TrainConfig::default()
+    }
+}
+
+fn params_of(ck: &Checkpoint) -> Vec<(String, Vec<u32>)> {
+    ck.params.iter().chain(&ck.ema).map(|(k, v)| (k.clone(), v.iter().map(|x| x.to_bits()).collect())).collect()
+}
+
+#[test]
+fn resume_matches_an_uninterrupted_run() {
+    let device = Device::flex().autodiff();
+    let data = fashion(32, 4);
+    let cfg = quick(3);
+    let straight = tempfile::tempdir().unwrap();
+    let (_, out) = train(base(&device), &data, &cfg, straight.path(), &RunOptions::default()).unwrap();
+    assert_eq!(out.steps_done, 6);
+    let want = Checkpoint::read(out.last_checkpoint.as_ref().unwrap()).unwrap();
+
+    let split = tempfile::tempdir().unwrap();
+    let stop = RunOptions { show_progress: false, stop_after: Some(3) };
+    let (_, first) = train(base(&device), &data, &cfg, split.path(), &stop).unwrap();
+    assert_eq!(first.steps_done, 3);
+    // A fresh process would reload the base weights: do the same.
+    let (_, second) = train(base(&device), &data, &cfg, split.path(), &RunOptions::default()).unwrap();
+    assert_eq!(second.resumed_from, Some(3));
+    assert_eq!(second.steps_done, 6);
+    let got = Checkpoint::read(second.last_checkpoint.as_ref().unwrap()).unwrap();
+    assert_eq!(got.step, 6);
+    assert_eq!(got.adam_t, want.adam_t);
+    assert!(params_of(&got) == params_of(&want), "a resumed run must end bit-identical to an uninterrupted one");
+    assert_eq!(got.memory, want.memory);
+
+    // keep_last = 2: steps 4 and 6 remain (3 was written at the interruption, then pruned).
+    let steps: Vec<u64> = list_checkpoints(&split.path().join("checkpoints")).unwrap().into_iter().map(|(s, _)| s).collect();
+    assert_eq!(steps, vec![4, 6]);
+    // The metrics log has exactly one line per step, with no duplicates from the interruption.
+    let log = std::fs::read_to_string(split.path().join("metrics.jsonl")).unwrap();
+    let logged: Vec<u64> = log.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
+    assert_eq!(logged, vec![1, 2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn checkpoint_holds_only_the_trained_parameters_and_applies_to_the_base() {
+    let device = Device::flex().autodiff();
+    let data = fashion(16, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig { max_steps: Some(2), checkpoint_every: 10, ..quick(1) };
+    let start = base(&device);
+    let before = parameters_by_path(&start);
+    let (model, out) = train(start.clone(), &data, &cfg, dir.path(), &RunOptions::default()).unwrap();
+    let ck = Checkpoint::read(out.last_checkpoint.as_ref().unwrap()).unwrap();
+    // Exactly the Difffit rule's parameters, and their count.
+    assert!(ck.params.keys().all(|k| ims3_dit::is_difffit_trainable(k)), "{:?}", ck.params.keys());
+    assert_eq!(ck.trained_values(), ims3_im::difffit_trainable_count(&start));
+    assert_eq!(out.trainable_parameters, ck.trained_values());
+    // Frozen parameters did not move; base + checkpoint = the trained model.
+    let after = parameters_by_path(&model);
+    for ((k, a), (_, b)) in before.iter().zip(&after) {
+        if !ims3_dit::is_difffit_trainable(k) {
+            assert_eq!(a, b, "frozen {k} moved");
+        }
+    }
+    let applied = ck.apply_to(base(&device), false).unwrap();
+    assert_eq!(parameters_by_path(&applied), after);
+    let with_ema = ck.apply_to(base(&device), true).unwrap();
+    assert_ne!(parameters_by_path(&with_ema), after, "the EMA (decay 0.9999) lags the raw weights");
+
+    // A checkpoint for another model is refused with the names that do not fit.
+    let other = DiTConfig { hidden_size: 64, ..tiny() }.init(&device);
+    let err = ck.apply_to(other, false).unwrap_err().to_string();
+    assert!(err.contains("does not fit this DiT") && err.contains("wrong sizes"), "{err}");
+
+    // Resuming with a different recipe is an error, not a silent mix.
+    let changed = TrainConfig { batch_size: 4, ..cfg };
+    match train(base(&device), &data, &changed, dir.path(), &RunOptions::default()) {
+        Err(TrainError::ResumeMismatch { .. }) => {}
+        other => panic!("expected a resume mismatch, got {:?}", other.map(|(_, o)| o)),
+    }
+}
+
+#[test]
+fn loss_falls_on_real_images() {
+    let device = Device::flex().autodiff();
+    let data = fashion(64, 4);
+    let start = base(&device);
+    // A fixed evaluation batch: 32 images, timesteps spread over the schedule, fixed noise.
+    let diffusion = ims3_diffusion::GaussianDiffusion::dit("").unwrap();
+    let mut noise = ims3_diffusion::NoiseSource::new(11);
+    let eval = StepBatch {
+        x0: Tensor::<1>::from_floats(&data.values[..32 * 64], &device).reshape([32, 1, 8, 8]),
+        labels: data.labels[..32].to_vec(),
+        t: (0..32).map(|i| 15 + i * 31).collect(),
+        noise: noise.normal([32, 1, 8, 8], &device),
+        drop_main: vec![false; 32],
+        drop_reverse: vec![false; 32],
+    };
+    let plain = LossConfig { im: false, minimax: false, ..LossConfig::default() };
+    let eval_loss = |m: &DiT| im_step_loss(m, &diffusion, None, &eval, &plain).total.into_scalar::<f64>();
+    let l0 = eval_loss(&start);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = TrainConfig { epochs: 8, max_steps: None, checkpoint_every: 1000, log_every: 8, ..quick(5) };
+    cfg.optimizer.lr = 1e-2;
+    let (model, out) = train(start, &data, &cfg, dir.path(), &RunOptions::default()).unwrap();
+    assert_eq!(out.steps_done, 64); // 8 epochs x 64 / 8
+    let l1 = eval_loss(&model);
+    assert!(l1 < 0.8 * l0, "training loss on a fixed batch: {l0:.4} before, {l1:.4} after");
+    // Every term of IMS3 was logged.
+    let last = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(last.lines().last().unwrap()).unwrap();
+    for k in ["loss", "mse", "vb", "im", "pos", "neg", "img_per_s"] {
+        assert!(last[k].is_number(), "{k} missing from {last}");
+    }
+}
