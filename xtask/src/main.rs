@@ -1,6 +1,8 @@
 //! `cargo xtask <task>`: project chores that are more than one cargo command.
 //!
 //! - `ci`: what `.ci/run` runs (the README test command and the backend feature checks).
+//! - `bench --device <d> [--dtype f32|bf16] [ims3-bench options]`: builds `ims3-bench` with the
+//!   device's backend and times IMS3's workloads into `results/bench/<device>.json`.
 
 use anyhow::{Context, Result, bail};
 use std::process::Command;
@@ -27,9 +29,36 @@ fn main() -> Result<()> {
             cargo(&["check", "-p", "ims3-cli", "--no-default-features", "--features", "wgpu"])?;
             Ok(())
         }
+        Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  ci    run the test suite and the cuda/wgpu feature checks");
+            eprintln!(
+                "usage: cargo xtask <task>\n\ntasks:\n  ci     run the test suite and the cuda/wgpu feature checks\n  bench  --device cuda:0|wgpu|cpu [--dtype f32|bf16] [more ims3-bench options]: time IMS3's workloads into results/bench/<device>.json"
+            );
             std::process::exit(2);
         }
     }
+}
+
+/// `cargo xtask bench --device <d> ...`: the backend feature follows from the device; the
+/// output file from the device unless `--out` is given. Other options go to `ims3-bench`.
+fn bench(rest: &[String]) -> Result<()> {
+    let device = rest.iter().position(|a| a == "--device").and_then(|i| rest.get(i + 1)).cloned().unwrap_or_else(|| "cuda:0".into());
+    let feature = match device.split(':').next().unwrap_or("") {
+        "cuda" | "gpu" => "cuda",
+        "wgpu" => "wgpu",
+        "cpu" | "flex" => "flex",
+        other => bail!("unknown device {other}: expected cuda[:N], wgpu[:N|cpu] or cpu"),
+    };
+    // The dev profile builds dependencies (burn, CubeCL) at opt-level 2 and is what the committed
+    // figures were measured with; it also shares the test build's compiled dependencies.
+    let mut args: Vec<String> = ["run", "-p", "ims3-bench", "--no-default-features", "--features", feature, "--"].iter().map(|s| s.to_string()).collect();
+    if !rest.iter().any(|a| a == "--device") {
+        args.extend(["--device".into(), device.clone()]);
+    }
+    if !rest.iter().any(|a| a == "--out") {
+        args.extend(["--out".into(), format!("results/bench/{}.json", device.replace(':', "-"))]);
+    }
+    args.extend(rest.iter().cloned());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    cargo(&refs)
 }

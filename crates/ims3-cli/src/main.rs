@@ -53,6 +53,17 @@ enum Command {
     /// S3: encode real and candidate images, select one subgroup per class, write
     /// `final_distilled/train/<wnid>/NNNN.png`, `selection.json` and `centroids.safetensors`.
     Select(SelectArgs),
+    /// IM fine-tuning (stage 1): Difffit on a pretrained DiT with the IM and Minimax terms.
+    /// Resumes from the newest checkpoint in --out; writes checkpoints of the trained
+    /// parameters only, metrics.jsonl, data-manifest.json and run.json there.
+    Finetune(FinetuneArgs),
+    /// Class-conditional sampling with CFG (the S3 candidates): per class, `--per-class` images
+    /// from a (fine-tuned) DiT through the VAE; writes `<out>/<wnid>.safetensors` (what
+    /// `ims3 select` reads) and `<out>/png/<wnid>/NNNN.png`. Finished classes are skipped.
+    Sample(SampleArgs),
+    /// Evaluate a distilled set: train ResNet-AP-10 / ResNet-18 / ConvNet on it with the
+    /// reference protocol, test on real images; writes eval.json and eval.md to --out.
+    Eval(EvalArgs),
     /// Convert a checkpoint to the project's safetensors format (config in the header).
     Convert {
         weights: PathBuf,
@@ -117,6 +128,146 @@ struct SelectArgs {
     skip_unreadable: bool,
 }
 
+#[derive(clap::Args)]
+struct FinetuneArgs {
+    /// Pretrained DiT (DiT-XL-2-256x256.pt or any checkpoint `ims3 info` reads).
+    #[arg(long)]
+    dit: PathBuf,
+    /// SD-VAE folder (diffusers layout: config.json + diffusion_pytorch_model.safetensors/.bin).
+    #[arg(long)]
+    vae: PathBuf,
+    /// Dataset root holding `<split>/<wnid>/*` (fast.ai archive or a cut from ImageNet).
+    #[arg(long)]
+    data: PathBuf,
+    /// Dataset spec: imagewoof, imagenette, imageidc, or a spec .toml.
+    #[arg(long, default_value = "imagewoof")]
+    dataset: String,
+    #[arg(long, default_value = "train")]
+    split: String,
+    /// Run directory (created; resumed if it holds checkpoints).
+    #[arg(long)]
+    out: PathBuf,
+    /// Recipe file (TOML; keys of TrainConfig: batch_size, epochs, max_steps, ema_decay, flip,
+    /// seed, checkpoint_every, keep_last, log_every, [optimizer] lr/beta1/beta2/eps/weight_decay,
+    /// [loss] im/im_lambda/minimax/lambda_pos/lambda_neg/memory_size/label_dropout). Flags below
+    /// override it; anything unset keeps the reference default.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Seed of data order and every random draw (default 0).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Batch size (reference 8).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Epochs (reference 8).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Stop after this many steps in total (the reference samples the 8000-step checkpoint).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// AdamW learning rate (reference 1e-3).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Switch off the IM term (gives the Minimax ablation).
+    #[arg(long)]
+    no_im: bool,
+    /// Switch off Minimax's memory terms (gives the IM-only ablation).
+    #[arg(long)]
+    no_minimax: bool,
+    /// Condition the DiT on each class folder's index among the sorted folders, as the
+    /// reference's run.sh does by accident (default: the true ImageNet index from the spec).
+    #[arg(long)]
+    folder_index_labels: bool,
+    /// Head count, for a non-standard hidden size.
+    #[arg(long)]
+    heads: Option<usize>,
+    /// Image size fed to the VAE (reference 256).
+    #[arg(long, default_value_t = 256)]
+    image_size: usize,
+    /// Stop this invocation after N steps (checkpointing first); rerun to continue.
+    #[arg(long)]
+    stop_after: Option<u64>,
+}
+
+#[derive(clap::Args)]
+struct SampleArgs {
+    /// Base DiT weights.
+    #[arg(long)]
+    dit: PathBuf,
+    /// IM checkpoint from `ims3 finetune` applied to the base (its EMA unless --raw).
+    #[arg(long)]
+    finetuned: Option<PathBuf>,
+    /// Use the checkpoint's raw weights instead of their EMA (the reference samples the EMA).
+    #[arg(long)]
+    raw: bool,
+    /// SD-VAE folder (config.json + weights).
+    #[arg(long)]
+    vae: PathBuf,
+    /// Dataset spec giving the classes and their ImageNet labels.
+    #[arg(long, default_value = "imagewoof")]
+    dataset: String,
+    /// Images per class (S3: groups x IPC, e.g. 5 x 10 = 50).
+    #[arg(long, default_value_t = 50)]
+    per_class: usize,
+    /// Classifier-free guidance scale (reference 4.0).
+    #[arg(long, default_value_t = 4.0)]
+    cfg_scale: f64,
+    /// Respaced sampling steps of `p_sample_loop` (reference 50).
+    #[arg(long, default_value = "50")]
+    steps: String,
+    /// Images per forward batch (reference chunk: 10).
+    #[arg(long, default_value_t = 10)]
+    batch: usize,
+    /// Condition on folder indices (the reference's quirk) instead of ImageNet indices.
+    #[arg(long)]
+    folder_index_labels: bool,
+    #[arg(long)]
+    heads: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// Distilled images: `<dir>/<wnid>/*` (e.g. final_distilled/train from `ims3 select`).
+    #[arg(long)]
+    distilled: PathBuf,
+    /// Real test images: `<dir>/<wnid>/*` (e.g. imagewoof2/val).
+    #[arg(long)]
+    test: PathBuf,
+    /// Optional validation images held out from the real training set, for honest epoch selection.
+    #[arg(long)]
+    val: Option<PathBuf>,
+    /// Dataset spec (class order): imagewoof, imagenette, imageidc, or a spec .toml.
+    #[arg(long, default_value = "imagewoof")]
+    dataset: String,
+    /// resnet_ap10, resnet18 or convnet3..6.
+    #[arg(long, default_value = "resnet_ap10")]
+    net: String,
+    /// Input size in pixels (reference 224).
+    #[arg(long, default_value_t = 224)]
+    size: usize,
+    /// Images per class of the distilled set (sets the reference epoch count).
+    #[arg(long, default_value_t = 10)]
+    ipc: usize,
+    /// Override the epoch count (reference: 3000/2000/1500/1000 by IPC).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// SGD learning rate (IMS3 0.1; Minimax 0.01).
+    #[arg(long, default_value_t = 0.1)]
+    lr: f64,
+    /// Training seeds, comma separated (one network per seed).
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    seeds: Vec<u64>,
+    /// batch (instance norm is the reference's).
+    #[arg(long, default_value = "instance")]
+    norm: String,
+    #[arg(long)]
+    out: PathBuf,
+}
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("IMS3_LOG").unwrap_or_else(|_| "warn,cubecl_common=off".into()))
@@ -145,6 +296,9 @@ fn run(cli: Cli) -> Result<()> {
             drift(&model, &report.config, &steps, batch, class, seed, &device)
         }
         Command::Select(args) => select(args, &cli.device),
+        Command::Finetune(args) => finetune(args, &cli.device),
+        Command::Eval(args) => eval(args, &cli.device),
+        Command::Sample(args) => sample(args, &cli.device),
         Command::Convert { weights, output, nested, heads } => {
             let device = ims3_backend::open_device(&cli.device)?;
             let (model, report) = load_model(&weights, nested.as_deref(), heads, &device)?;
@@ -317,5 +471,196 @@ fn select(a: SelectArgs, device_spec: &str) -> Result<()> {
         report.selection.sweeps,
         a.out.join("final_distilled/train").display()
     );
+    Ok(())
+}
+
+/// The training recipe: reference defaults, then the --config file, then the flags.
+fn finetune_config(a: &FinetuneArgs) -> Result<ims3_im::TrainConfig> {
+    use anyhow::Context;
+    let mut cfg = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?;
+            toml::from_str::<ims3_im::TrainConfig>(&text).map_err(|e| {
+                let line = e.span().map(|s| text[..s.start].lines().count().max(1)).unwrap_or(0);
+                anyhow::anyhow!("{}: line {line}: {}", p.display(), e.message().trim())
+            })?
+        }
+        None => ims3_im::TrainConfig::default(),
+    };
+    if let Some(v) = a.seed {
+        cfg.seed = v;
+    }
+    if let Some(v) = a.batch {
+        cfg.batch_size = v;
+    }
+    if let Some(v) = a.epochs {
+        cfg.epochs = v;
+    }
+    if a.steps.is_some() {
+        cfg.max_steps = a.steps;
+    }
+    if let Some(v) = a.lr {
+        cfg.optimizer.lr = v;
+    }
+    if a.no_im {
+        cfg.loss.im = false;
+    }
+    if a.no_minimax {
+        cfg.loss.minimax = false;
+    }
+    cfg.validate().map_err(anyhow::Error::msg)?;
+    Ok(cfg)
+}
+
+fn finetune(a: FinetuneArgs, device_spec: &str) -> Result<()> {
+    use anyhow::Context;
+    let started = std::time::Instant::now();
+    let cfg = finetune_config(&a)?;
+    let spec = ims3_datasets::DatasetSpec::get(&a.dataset)?;
+    let scanned = ims3_datasets::scan(&a.data, &a.split, &spec)?;
+    eprintln!("data: {} ({}), {} images in {} classes", a.data.join(&a.split).display(), scanned.layout, scanned.classes.iter().map(|c| c.files.len()).sum::<usize>(), scanned.classes.len());
+    std::fs::create_dir_all(&a.out).with_context(|| format!("{}: cannot create", a.out.display()))?;
+    let manifest = ims3_datasets::Manifest::build(&a.data, &spec, &[a.split.as_str()])?;
+    ims3_images::atomic_write(&a.out.join("data-manifest.json"), serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+
+    let device = ims3_backend::open_device(device_spec)?;
+    // Labels: true ImageNet indices, or the reference's folder-index quirk.
+    let quirk = spec.folder_index_labels();
+    let relabel: Option<std::collections::BTreeMap<i64, i64>> =
+        a.folder_index_labels.then(|| spec.classes.iter().zip(&quirk).map(|(c, &q)| (c.imagenet, q)).collect());
+    let (vae, vae_cfg) = ims3_vae::load_vae_dir(&a.vae, &device)?;
+    let folders: Vec<ims3_vae::ClassFolder> = scanned.classes.iter().map(|c| ims3_vae::ClassFolder { label: c.imagenet, dir: c.dir.clone() }).collect();
+    let opts = ims3_vae::CacheOptions { image_size: a.image_size, ..Default::default() };
+    let (cache, rebuilt) = ims3_vae::LatentCache::load_or_build(&a.out.join("latents.safetensors"), &vae, &vae_cfg, &folders, &opts, &device)?;
+    eprintln!("latents: {} items {:?} ({})", cache.len(), cache.shape, if rebuilt { "encoded now" } else { "from the cache" });
+    drop(vae);
+
+    let ad = device.clone().autodiff();
+    let (model, report) = load_model(&a.dit, None, a.heads, &ad)?;
+    let mc = &report.config;
+    anyhow::ensure!(
+        [mc.in_channels, mc.input_size, mc.input_size] == cache.shape,
+        "the DiT expects latents {}x{}x{} but the VAE gives {:?}",
+        mc.in_channels, mc.input_size, mc.input_size, cache.shape
+    );
+    for c in &spec.classes {
+        let l = relabel.as_ref().map_or(c.imagenet, |m| m[&c.imagenet]);
+        anyhow::ensure!((l as usize) < mc.num_classes, "class {} has label {l}, but the DiT has {} classes", c.wnid, mc.num_classes);
+    }
+    let trainable = ims3_im::difffit_trainable_count(&model);
+    eprintln!("model: {} ({} classes); Difffit trains {trainable} parameters", mc.preset_name().unwrap_or_else(|| "custom DiT".into()), mc.num_classes);
+    let data = ims3_im::CachedLatents { cache: &cache, scaling_factor: vae_cfg.scaling_factor, relabel };
+    let run_opts = ims3_im::RunOptions { show_progress: true, stop_after: a.stop_after };
+    let (_, out) = ims3_im::train(model, &data, &cfg, &a.out, &run_opts)?;
+    let run = serde_json::json!({
+        "command": std::env::args().collect::<Vec<_>>(),
+        "stage": "finetune",
+        "ims3_version": env!("CARGO_PKG_VERSION"),
+        "git_revision": option_env!("IMS3_GIT_REV"),
+        "device": device_spec,
+        "config": cfg,
+        "dit": a.dit.display().to_string(),
+        "dit_config": mc,
+        "vae": a.vae.display().to_string(),
+        "dataset": spec.name,
+        "layout": manifest.layout,
+        "data_sha256": manifest.splits[0].sha256,
+        "labels": if a.folder_index_labels { "folder-index (reference quirk)" } else { "imagenet" },
+        "trainable_parameters": trainable,
+        "steps_done": out.steps_done,
+        "total_steps": out.total_steps,
+        "resumed_from": out.resumed_from,
+        "last_checkpoint": out.last_checkpoint.as_ref().map(|p| p.display().to_string()),
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    ims3_images::atomic_write(&a.out.join("run.json"), serde_json::to_string_pretty(&run)?.as_bytes())?;
+    println!(
+        "finetune: {} of {} steps{}; checkpoint {}",
+        out.steps_done,
+        out.total_steps,
+        out.resumed_from.map(|s| format!(" (resumed at {s})")).unwrap_or_default(),
+        out.last_checkpoint.map(|p| p.display().to_string()).unwrap_or_else(|| "none".into())
+    );
+    Ok(())
+}
+
+fn eval(a: EvalArgs, device_spec: &str) -> Result<()> {
+    use ims3_eval::{EvalConfig, EvalReport, ImageSet, NetKind, Norm};
+    let spec = ims3_datasets::DatasetSpec::get(&a.dataset)?;
+    let classes: Vec<String> = spec.classes.iter().map(|c| c.wnid.clone()).collect();
+    let net: NetKind = a.net.parse().map_err(anyhow::Error::msg)?;
+    let mut cfg = EvalConfig::reference(net, a.size, a.ipc);
+    if let Some(e) = a.epochs {
+        anyhow::ensure!(e > 0, "--epochs must be at least 1");
+        cfg.epochs = e;
+        cfg.eval_every = (e / 100).max(1);
+    }
+    cfg.lr = a.lr;
+    cfg.norm = match a.norm.as_str() {
+        "instance" => Norm::Instance,
+        "batch" => Norm::Batch,
+        n => anyhow::bail!("unknown norm '{n}': expected instance or batch"),
+    };
+    let train = ImageSet::read(&a.distilled, &classes).map_err(anyhow::Error::msg)?;
+    let test = ImageSet::read(&a.test, &classes).map_err(anyhow::Error::msg)?;
+    let val = a.val.as_ref().map(|v| ImageSet::read(v, &classes)).transpose().map_err(anyhow::Error::msg)?;
+    let device = ims3_backend::open_device(device_spec)?;
+    eprintln!("eval: {} on {} distilled images, {} test images, {} epochs x {} seeds", cfg.net, train.len(), test.len(), cfg.epochs, a.seeds.len());
+    let pb = ims3_diffusion::progress_bar((cfg.epochs * a.seeds.len()) as u64, "eval", true);
+    let mut results = Vec::new();
+    for &seed in &a.seeds {
+        results.push(ims3_eval::train_and_eval(&train, &test, val.as_ref(), &cfg, seed, &device, Some(&pb)).map_err(anyhow::Error::msg)?);
+    }
+    pb.finish_and_clear();
+    let title = format!("{} on {} ({} IPC)", cfg.net, spec.name, a.ipc);
+    let report = EvalReport::new(&title, &cfg, &train, &test, results, &std::env::args().collect::<Vec<_>>().join(" "));
+    report.write(&a.out)?;
+    print!("{}", report.markdown());
+    Ok(())
+}
+
+fn sample(a: SampleArgs, device_spec: &str) -> Result<()> {
+    use ims3_diffusion::{GaussianDiffusion, NoiseSource};
+    let spec = ims3_datasets::DatasetSpec::get(&a.dataset)?;
+    let device = ims3_backend::open_device(device_spec)?;
+    let (mut model, report) = load_model(&a.dit, None, a.heads, &device)?;
+    if let Some(ck) = &a.finetuned {
+        let ck = ims3_im::Checkpoint::read(ck)?;
+        model = ck.apply_to(model, !a.raw)?;
+        eprintln!("sample: applied {} (step {}, {})", a.finetuned.as_ref().unwrap().display(), ck.step, if a.raw { "raw" } else { "EMA" });
+    }
+    let cfg = &report.config;
+    let (vae, _) = ims3_vae::load_vae_dir(&a.vae, &device)?;
+    let diffusion = GaussianDiffusion::dit(&a.steps)?;
+    let quirk = spec.folder_index_labels();
+    std::fs::create_dir_all(&a.out)?;
+    for (k, class) in spec.classes.iter().enumerate() {
+        let label = if a.folder_index_labels { quirk[k] } else { class.imagenet };
+        anyhow::ensure!((label as usize) < cfg.num_classes, "class {} has label {label}, but the DiT has {} classes", class.wnid, cfg.num_classes);
+        if let Ok(done) = ims3_s3::pipeline::read_candidates(&a.out, &class.wnid) {
+            if done.len() == a.per_class {
+                eprintln!("sample: {} already has {} images, skipped", class.wnid, done.len());
+                continue;
+            }
+        }
+        // One noise stream per class: a class's images do not depend on the others.
+        let mut noise = NoiseSource::new(a.seed.wrapping_mul(1_000_003).wrapping_add(label as u64));
+        let mut images = Vec::with_capacity(a.per_class);
+        while images.len() < a.per_class {
+            let b = a.batch.max(1).min(a.per_class - images.len());
+            let z = noise.normal([b, cfg.in_channels, cfg.input_size, cfg.input_size], &device);
+            let x = Tensor::cat(vec![z.clone(), z], 0);
+            let labels = Tensor::<1, Int>::from_ints(vec![label; b].as_slice(), &device);
+            let net = model.cfg_denoiser(labels, a.cfg_scale, ims3_dit::CfgChannels::FirstThree);
+            let x = diffusion.p_sample_loop(&net, x, false, &mut noise, true);
+            let x = x.narrow(0, 0, b).narrow(1, 0, cfg.in_channels);
+            images.extend(vae.decode_to_images(x, b, false));
+        }
+        for (i, img) in images.iter().enumerate() {
+            ims3_images::write_png(&a.out.join("png").join(&class.wnid).join(format!("{i:04}.png")), img)?;
+        }
+        ims3_s3::pipeline::write_candidates(&a.out, &class.wnid, &images)?;
+        eprintln!("sample: {} ({}) {} images", class.wnid, class.name, images.len());
+    }
     Ok(())
 }

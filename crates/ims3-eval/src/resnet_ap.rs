@@ -26,14 +26,14 @@ pub enum NormLayer {
 }
 
 impl NormLayer {
-    fn new(norm: Norm, c: usize, device: &Device) -> Self {
+    pub fn new(norm: Norm, c: usize, device: &Device) -> Self {
         match norm {
             Norm::Instance => NormLayer::Instance(GroupNormConfig::new(c, c).with_epsilon(1e-5).init(device)),
             Norm::Batch => NormLayer::Batch(BatchNormConfig::new(c).with_epsilon(1e-5).with_momentum(0.1).init(device)),
         }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
             NormLayer::Instance(n) => n.forward(x),
             NormLayer::Batch(n) => n.forward(x),

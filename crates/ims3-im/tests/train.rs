@@ -74,6 +74,10 @@ fn base(device: &Device) -> DiT {
             Param::from_mapped_value(id, (t + noise).detach(), mapper)
         }
     }
+    // Tests run on parallel threads and Flex has one global generator: build under a lock so
+    // every call gives the same model.
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     device.seed(7);
     tiny().init(device).map(&mut Jitter)
 }

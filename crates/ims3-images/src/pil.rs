@@ -14,6 +14,7 @@ pub struct Rgb8 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Filter {
     Box,
+    Bilinear,
     Bicubic,
 }
 
@@ -21,6 +22,7 @@ impl Filter {
     pub(crate) fn support(self) -> f64 {
         match self {
             Filter::Box => 0.5,
+            Filter::Bilinear => 1.0,
             Filter::Bicubic => 2.0,
         }
     }
@@ -29,6 +31,10 @@ impl Filter {
         match self {
             Filter::Box => {
                 if x > -0.5 && x <= 0.5 { 1.0 } else { 0.0 }
+            }
+            Filter::Bilinear => {
+                let x = x.abs();
+                if x < 1.0 { 1.0 - x } else { 0.0 }
             }
             Filter::Bicubic => {
                 let a = -0.5;

@@ -212,6 +212,22 @@ fn check_resnet_ap(case: &Case, device: &Device) -> Result<Outcome> {
     Ok(Outcome::Ok(max_rel_err(&to_f64_2(logits), &get("logits")?.data)))
 }
 
+/// IDC ResNet (`resnet_idc`): depth from `depth` or the digits of `arch` (default 18), norm from
+/// `norm_type`, `image -> logits`.
+fn check_resnet_idc(case: &Case, device: &Device) -> Result<Outcome> {
+    use ims3_eval::{Norm, ResNetIdcConfig};
+    let arch = case.config["arch"].as_str().unwrap_or("resnet18");
+    let digits: String = arch.chars().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect();
+    let depth = case.config["depth"].as_u64().map(|d| d as usize).or_else(|| digits.parse().ok()).unwrap_or(18);
+    let norm = if case.config["norm_type"].as_str().unwrap_or("instance").starts_with("batch") { Norm::Batch } else { Norm::Instance };
+    let config = ResNetIdcConfig { depth, num_classes: case.usize("num_classes")?, input_size: case.usize("input_size")?, norm, channels: 3 };
+    let model = ims3_eval::load_resnet_idc(case.dir.join("weights.pt"), &config, device)?;
+    let io = case.io()?;
+    let get = |k: &str| io.get(k).with_context(|| format!("{}: io.safetensors has no '{k}'", case.name));
+    let logits = model.forward(get("image")?.tensor::<4>(device));
+    Ok(Outcome::Ok(max_rel_err(&to_f64_2(logits), &get("logits")?.data)))
+}
+
 fn check(case: &Case, device: &Device) -> Result<(Outcome, f64)> {
     match case.kind.as_str() {
         "dit" => Ok((check_dit(case, device)?, FORWARD_TOL)),
@@ -219,6 +235,7 @@ fn check(case: &Case, device: &Device) -> Result<(Outcome, f64)> {
         "s3" => Ok((check_s3(case)?, S3_TOL)),
         "vae" => Ok((check_vae(case, device)?, FORWARD_TOL)),
         "resnet_ap" => Ok((check_resnet_ap(case, device)?, FORWARD_TOL)),
+        "resnet_idc" => Ok((check_resnet_idc(case, device)?, FORWARD_TOL)),
         "resnet18_torchvision" => Ok((check_resnet18_torchvision(case, device)?, FORWARD_TOL)),
         _ => Ok((Outcome::Skipped, 0.0)),
     }

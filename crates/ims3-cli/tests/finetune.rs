@@ -1,0 +1,170 @@
+//! `ims3 finetune` end to end on the fixtures' tiny DiT and VAE and a generated image folder:
+//! runs, writes its records, resumes and extends, and refuses bad input in one line.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn ims3() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ims3"))
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    dit: PathBuf,
+    vae: PathBuf,
+    heads: String,
+    image_size: usize,
+    spec: PathBuf,
+}
+
+/// Two classes of 6 generated 40 x 40 PNGs each, a spec naming them with labels inside the
+/// fixture DiT's range, and the image size that gives the DiT's latent size through the VAE.
+fn setup() -> Setup {
+    let dit_case = ims3_fixtures::case_of_kind("dit").dir;
+    let vae_case = ims3_fixtures::case_of_kind("vae").dir;
+    let fx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dit_case.join("fixture.json")).unwrap()).unwrap();
+    let vae_cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(vae_case.join("config.json")).unwrap()).unwrap();
+    let down = 1usize << (vae_cfg["block_out_channels"].as_array().unwrap().len() - 1);
+    let image_size = fx["input_size"].as_u64().unwrap() as usize * down;
+    let classes = fx["num_classes"].as_u64().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    for (k, wnid) in ["n00000002", "n00000001"].iter().enumerate() {
+        let d = root.join("train").join(wnid);
+        std::fs::create_dir_all(&d).unwrap();
+        for i in 0..6u32 {
+            let img = image::RgbImage::from_fn(40, 40, |x, y| image::Rgb([(x * 6 + i * 20) as u8, (y * 6 + k as u32 * 90) as u8, ((x + y) * 3) as u8]));
+            img.save(d.join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let spec = dir.path().join("two.toml");
+    std::fs::write(
+        &spec,
+        format!("name = \"two\"\nclasses = [\n  {{ wnid = \"n00000002\", imagenet = {}, name = \"b\" }},\n  {{ wnid = \"n00000001\", imagenet = 0, name = \"a\" }},\n]\n", classes - 1),
+    )
+    .unwrap();
+    Setup {
+        root,
+        dit: dit_case.join("weights.pt"),
+        vae: vae_case,
+        heads: fx["num_heads"].to_string(),
+        image_size,
+        spec,
+        _dir: dir,
+    }
+}
+
+fn finetune(s: &Setup, out: &Path, extra: &[&str]) -> std::process::Output {
+    ims3()
+        .arg("finetune")
+        .args(["--dit".as_ref(), s.dit.as_os_str()])
+        .args(["--vae".as_ref(), s.vae.as_os_str()])
+        .args(["--data".as_ref(), s.root.as_os_str()])
+        .args(["--dataset".as_ref(), s.spec.as_os_str()])
+        .args(["--out".as_ref(), out.as_os_str()])
+        .args(["--heads", &s.heads, "--image-size", &s.image_size.to_string(), "--batch", "4"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn finetune_runs_records_and_resumes() {
+    let s = setup();
+    let out = s._dir.path().join("run");
+    let recipe = s._dir.path().join("recipe.toml");
+    std::fs::write(&recipe, "checkpoint_every = 2\nlog_every = 1\n[loss]\nim_lambda = 0.002\n").unwrap();
+    let r = finetune(&s, &out, &["--steps", "3", "--config", recipe.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(stderr.contains("subset cut from ImageNet") && stderr.contains("Difffit trains"), "{stderr}");
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["steps_done"], 3);
+    assert_eq!(run["labels"], "imagenet");
+    assert_eq!(run["config"]["checkpoint_every"], 2);
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("data-manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["splits"][0]["files"], 12);
+    assert!(out.join("latents.safetensors").is_file());
+    assert!(out.join("checkpoints/step-00000003.safetensors").is_file());
+
+    // Extending the budget resumes at step 3 and reuses the latent cache.
+    let r = finetune(&s, &out, &["--steps", "5", "--config", recipe.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert!(stdout.contains("5 of 5 steps (resumed at 3)"), "{stdout}");
+    assert!(String::from_utf8_lossy(&r.stderr).contains("from the cache"));
+    let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().count();
+    assert_eq!(lines, 5);
+}
+
+#[test]
+fn finetune_refuses_bad_input_in_one_line() {
+    let s = setup();
+    let out = s._dir.path().join("run");
+    let bad_recipe = s._dir.path().join("bad.toml");
+    std::fs::write(&bad_recipe, "batch_size = 4\nlearning_rate = 0.1\n").unwrap();
+    let one_line = |r: std::process::Output, want: &str| {
+        assert_eq!(r.status.code(), Some(1), "{want}");
+        let err = String::from_utf8_lossy(&r.stderr).trim().to_string();
+        assert!(err.starts_with("ims3: error:") && !err.contains('\n') && err.contains(want), "{want}: {err}");
+    };
+    one_line(finetune(&s, &out, &["--steps", "1", "--config", bad_recipe.to_str().unwrap()]), "unknown field `learning_rate`");
+    let other = |dataset: &str| {
+        ims3()
+            .args(["finetune", "--dataset", dataset, "--out"])
+            .arg(&out)
+            .args(["--dit".as_ref(), s.dit.as_os_str(), "--vae".as_ref(), s.vae.as_os_str(), "--data".as_ref(), s.root.as_os_str()])
+            .output()
+            .unwrap()
+    };
+    one_line(other("imagefruit"), "unknown dataset 'imagefruit'");
+    // The real ImageWoof spec against this folder: the missing class folders are named.
+    one_line(other("imagewoof"), "does not match the imagewoof spec: missing class folders n02086240");
+}
+
+/// The later stages on the same tiny setup: sample candidates from the fine-tuned checkpoint,
+/// then train and test a ConvNet on the sampled images.
+#[test]
+fn sample_then_eval_end_to_end() {
+    let s = setup();
+    let run = s._dir.path().join("run");
+    let r = finetune(&s, &run, &["--steps", "2"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let ck = run.join("checkpoints/step-00000002.safetensors");
+    let cands = s._dir.path().join("candidates");
+    let sample = |extra: &[&str]| {
+        ims3()
+            .arg("sample")
+            .args(["--dit".as_ref(), s.dit.as_os_str(), "--vae".as_ref(), s.vae.as_os_str(), "--dataset".as_ref(), s.spec.as_os_str()])
+            .args(["--finetuned".as_ref(), ck.as_os_str(), "--out".as_ref(), cands.as_os_str()])
+            .args(["--heads", &s.heads, "--per-class", "3", "--batch", "2", "--steps", "4"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let r = sample(&[]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    for wnid in ["n00000001", "n00000002"] {
+        assert_eq!(std::fs::read_dir(cands.join("png").join(wnid)).unwrap().count(), 3);
+        assert!(cands.join(format!("{wnid}.safetensors")).is_file());
+    }
+    let r = sample(&[]);
+    assert!(String::from_utf8_lossy(&r.stderr).contains("already has 3 images, skipped"));
+
+    let out = s._dir.path().join("eval");
+    let r = ims3()
+        .arg("eval")
+        .args(["--distilled".as_ref(), cands.join("png").as_os_str(), "--test".as_ref(), s.root.join("train").as_os_str()])
+        .args(["--dataset".as_ref(), s.spec.as_os_str(), "--out".as_ref(), out.as_os_str()])
+        .args(["--net", "convnet3", "--size", "32", "--epochs", "2", "--seeds", "0,1", "--lr", "0.01"])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let rep: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(rep["seeds"].as_array().unwrap().len(), 2);
+    assert_eq!(rep["train_images"], 6);
+    assert_eq!(rep["test_images"], 12);
+    let md = std::fs::read_to_string(out.join("eval.md")).unwrap();
+    assert!(md.contains("final epoch") && md.contains("selected on the test split"), "{md}");
+}
