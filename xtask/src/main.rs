@@ -1,6 +1,8 @@
 //! `cargo xtask <task>`: project chores that are more than one cargo command.
 //!
 //! - `ci`: what `.ci/run` runs (the README test command and the backend feature checks).
+//! - `reproduce <recipe> [--device d] [--from stage] [--allow-cpu] | --list`: builds `ims3` with
+//!   the device's backend and runs `ims3 reproduce` (fine-tune, sample, select, evaluate).
 //! - `bench --device <d> [--dtype f32|bf16] [ims3-bench options]`: builds `ims3-bench` with the
 //!   device's backend and times IMS3's workloads into `results/bench/<device>.json`.
 
@@ -30,9 +32,10 @@ fn main() -> Result<()> {
             Ok(())
         }
         Some("bench") => bench(&args[1..]),
+        Some("reproduce") => reproduce(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\ntasks:\n  ci     run the test suite and the cuda/wgpu feature checks\n  bench  --device cuda:0|wgpu|cpu [--dtype f32|bf16] [more ims3-bench options]: time IMS3's workloads into results/bench/<device>.json"
+                "usage: cargo xtask <task>\n\ntasks:\n  ci     run the test suite and the cuda/wgpu feature checks\n  bench  --device cuda:0|wgpu|cpu [--dtype f32|bf16] [more ims3-bench options]: time IMS3's workloads into results/bench/<device>.json\n  reproduce <recipe>|--list [--device cuda:0] [--from <stage>] [--allow-cpu]: the whole method from a recipe (recipes/*.toml)"
             );
             std::process::exit(2);
         }
@@ -59,6 +62,33 @@ fn bench(rest: &[String]) -> Result<()> {
         args.extend(["--out".into(), format!("results/bench/{}.json", device.replace(':', "-"))]);
     }
     args.extend(rest.iter().cloned());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    cargo(&refs)
+}
+
+/// `cargo xtask reproduce ...`: `ims3 --device <d> reproduce ...` built with the device's backend.
+fn reproduce(rest: &[String]) -> Result<()> {
+    let mut rest = rest.to_vec();
+    let device = match rest.iter().position(|a| a == "--device") {
+        Some(i) if i + 1 < rest.len() => {
+            let d = rest[i + 1].clone();
+            rest.drain(i..i + 2);
+            d
+        }
+        _ => "cpu".to_string(),
+    };
+    let feature = match device.split(':').next().unwrap_or("") {
+        "cuda" | "gpu" => "cuda",
+        "wgpu" => "wgpu",
+        "cpu" | "flex" => "flex",
+        other => bail!("unknown device {other}: expected cuda[:N], wgpu[:N|cpu] or cpu"),
+    };
+    // Dev profile: dependencies at opt-level 2 and the host-side image/S3 crates at 3 (see the
+    // workspace Cargo.toml), sharing the test build instead of a second full compile of burn.
+    let mut args: Vec<String> = ["run", "-p", "ims3-cli", "--no-default-features", "--features", feature, "--", "--device"].iter().map(|s| s.to_string()).collect();
+    args.push(device);
+    args.push("reproduce".into());
+    args.extend(rest);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     cargo(&refs)
 }

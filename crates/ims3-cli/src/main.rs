@@ -5,6 +5,8 @@ use burn::prelude::*;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+mod reproduce;
+
 #[derive(Parser)]
 #[command(name = "ims3", version, about = "IMS3 dataset distillation (Inversion-Matching + Selective Subgroup Sampling) in Rust")]
 struct Cli {
@@ -64,6 +66,19 @@ enum Command {
     /// Evaluate a distilled set: train ResNet-AP-10 / ResNet-18 / ConvNet on it with the
     /// reference protocol, test on real images; writes eval.json and eval.md to --out.
     Eval(EvalArgs),
+    /// Download the official assets (DiT-XL/2, sd-vae-ft-ema, torchvision ResNet-18, fast.ai
+    /// ImageWoof/ImageNette, Fashion-MNIST) into the cache with checksum checks; resumes
+    /// partial downloads; unpacks the .tgz datasets. Without names: lists the assets.
+    Fetch {
+        /// Asset names (see the list), or `all`.
+        names: Vec<String>,
+        /// Cache directory (default: $IMS3_CACHE, else ~/.cache/ims3).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
+    /// The whole method from a recipe: fine-tune, sample, select, evaluate, results beside the
+    /// paper. Finished stages are skipped; --from reruns; --list shows the recipes.
+    Reproduce(reproduce::ReproduceArgs),
     /// Convert a checkpoint to the project's safetensors format (config in the header).
     Convert {
         weights: PathBuf,
@@ -299,6 +314,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Finetune(args) => finetune(args, &cli.device),
         Command::Eval(args) => eval(args, &cli.device),
         Command::Sample(args) => sample(args, &cli.device),
+        Command::Fetch { names, cache } => fetch(&names, cache),
+        Command::Reproduce(args) => reproduce::run(args, &cli.device),
         Command::Convert { weights, output, nested, heads } => {
             let device = ims3_backend::open_device(&cli.device)?;
             let (model, report) = load_model(&weights, nested.as_deref(), heads, &device)?;
@@ -529,6 +546,14 @@ fn finetune(a: FinetuneArgs, device_spec: &str) -> Result<()> {
     let relabel: Option<std::collections::BTreeMap<i64, i64>> =
         a.folder_index_labels.then(|| spec.classes.iter().zip(&quirk).map(|(c, &q)| (c.imagenet, q)).collect());
     let (vae, vae_cfg) = ims3_vae::load_vae_dir(&a.vae, &device)?;
+    // Check the DiT against the VAE's latents before spending time on encoding.
+    let dit_cfg = ims3_dit::infer_config(&ims3_weights::Checkpoint::open(&a.dit, None)?, a.heads)?;
+    let side = a.image_size / vae_cfg.downscale();
+    anyhow::ensure!(
+        [dit_cfg.in_channels, dit_cfg.input_size] == [vae_cfg.latent_channels, side],
+        "the DiT expects latents {}x{}x{} but the VAE gives {}x{side}x{side} at --image-size {}",
+        dit_cfg.in_channels, dit_cfg.input_size, dit_cfg.input_size, vae_cfg.latent_channels, a.image_size
+    );
     let folders: Vec<ims3_vae::ClassFolder> = scanned.classes.iter().map(|c| ims3_vae::ClassFolder { label: c.imagenet, dir: c.dir.clone() }).collect();
     let opts = ims3_vae::CacheOptions { image_size: a.image_size, ..Default::default() };
     let (cache, rebuilt) = ims3_vae::LatentCache::load_or_build(&a.out.join("latents.safetensors"), &vae, &vae_cfg, &folders, &opts, &device)?;
@@ -662,5 +687,46 @@ fn sample(a: SampleArgs, device_spec: &str) -> Result<()> {
         ims3_s3::pipeline::write_candidates(&a.out, &class.wnid, &images)?;
         eprintln!("sample: {} ({}) {} images", class.wnid, class.name, images.len());
     }
+    Ok(())
+}
+
+fn fetch(names: &[String], cache: Option<PathBuf>) -> Result<()> {
+    let cache = cache.unwrap_or_else(ims3_fetch::default_cache);
+    if names.is_empty() {
+        println!("cache: {}", cache.display());
+        for a in ims3_fetch::assets() {
+            let have = if cache.join(&a.file).is_file() { "present" } else { "absent" };
+            let check = if a.sha256.is_some() { "sha256" } else if a.md5.is_some() { "md5" } else if a.sha256_prefix.is_some() { "sha256 prefix" } else { "recorded at first download" };
+            println!("{:<28} {:<8} {} ({check})", a.name, have, a.url);
+        }
+        return Ok(());
+    }
+    let wanted: Vec<ims3_fetch::Asset> = if names.iter().any(|n| n == "all") {
+        ims3_fetch::assets()
+    } else {
+        names.iter().map(|n| ims3_fetch::asset(n)).collect::<Result<_, _>>()?
+    };
+    let mut failed = Vec::new();
+    for a in &wanted {
+        match ims3_fetch::fetch(a, &cache, true) {
+            Ok((path, outcome)) => {
+                let what = match outcome {
+                    ims3_fetch::Outcome::AlreadyThere => "present, checksum ok".to_string(),
+                    ims3_fetch::Outcome::Downloaded { resumed_from: 0 } => "downloaded, checksum ok".to_string(),
+                    ims3_fetch::Outcome::Downloaded { resumed_from } => format!("resumed at byte {resumed_from}, checksum ok"),
+                };
+                println!("{}: {what}: {}", a.name, path.display());
+                if a.file.ends_with(".tgz") {
+                    let dir = ims3_fetch::extract_tgz(&path, &cache)?;
+                    println!("{}: unpacked under {}", a.name, dir.display());
+                }
+            }
+            Err(e) => {
+                eprintln!("ims3: {}: {e}", a.name);
+                failed.push(a.name.clone());
+            }
+        }
+    }
+    anyhow::ensure!(failed.is_empty(), "{} of {} assets not fetched: {}", failed.len(), wanted.len(), failed.join(", "));
     Ok(())
 }

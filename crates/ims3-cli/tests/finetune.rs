@@ -168,3 +168,75 @@ fn sample_then_eval_end_to_end() {
     let md = std::fs::read_to_string(out.join("eval.md")).unwrap();
     assert!(md.contains("final epoch") && md.contains("selected on the test split"), "{md}");
 }
+
+/// `ims3 reproduce` with a recipe on the fixtures: every stage, then a rerun that skips them
+/// all, `--from eval`, and the recipe errors.
+#[test]
+fn reproduce_runs_every_stage_and_resumes() {
+    let s = setup();
+    // A val split beside train (the same generated images suffice for the plumbing).
+    let val = s.root.join("val");
+    for wnid in ["n00000001", "n00000002"] {
+        std::fs::create_dir_all(val.join(wnid)).unwrap();
+        for e in std::fs::read_dir(s.root.join("train").join(wnid)).unwrap().flatten().take(3) {
+            std::fs::copy(e.path(), val.join(wnid).join(e.file_name())).unwrap();
+        }
+    }
+    let encoder = ims3_fixtures::case_of_kind("resnet18_torchvision").dir.join("weights.pth");
+    let recipe = s._dir.path().join("tiny.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "name = \"tiny\"\ndataset = \"{}\"\nipc = 2\ngpu = false\nfinetune = true\nimage_size = {}\n\
+             [train]\nmax_steps = 2\nbatch_size = 4\n\
+             [sample]\nsteps = \"3\"\nbatch = 2\n\
+             [select]\ngroups = 2\nreal_max = 4\n\
+             [eval]\nnets = [\"convnet3\"]\nseeds = [0]\nsize = 32\nepochs = 2\nlr = 0.01\n\
+             [assets]\ndit = \"{}\"\nvae = \"{}\"\nencoder = \"{}\"\ndata = \"{}\"\nheads = {}\n\
+             [paper]\nconvnet3 = 12.5\n",
+            s.spec.display(), s.image_size, s.dit.display(), s.vae.display(), encoder.display(), s.root.display(), s.heads
+        ),
+    )
+    .unwrap();
+    let run_dir = s._dir.path().join("runs");
+    let results = s._dir.path().join("results");
+    let reproduce = |extra: &[&str]| {
+        ims3()
+            .arg("reproduce")
+            .arg(&recipe)
+            .args(["--run-dir".as_ref(), run_dir.as_os_str(), "--results".as_ref(), results.as_os_str()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let r = reproduce(&[]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let md = std::fs::read_to_string(results.join("results.md")).unwrap();
+    assert!(md.contains("| ConvNet-3 |") && md.contains("| 12.5 |"), "{md}");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(results.join("results.json")).unwrap()).unwrap();
+    assert_eq!(summary["results"][0]["paper"], 12.5);
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("manifest.json")).unwrap()).unwrap();
+    let stages: Vec<&str> = manifest["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, vec!["finetune", "sample", "select", "eval-convnet3"]);
+    assert!(manifest["inputs"]["data"]["splits"][0]["sha256"].is_string());
+    // Rerun: everything is skipped.
+    let r = reproduce(&[]);
+    assert!(r.status.success());
+    assert_eq!(String::from_utf8_lossy(&r.stderr).matches("done before, skipped").count(), 4);
+    // --from eval reruns only the evaluation.
+    let r = reproduce(&["--from", "eval"]);
+    assert!(r.status.success());
+    assert_eq!(String::from_utf8_lossy(&r.stderr).matches("done before, skipped").count(), 3);
+
+    // Errors: unknown recipe, unknown key, GPU recipe on the CPU.
+    let one_line = |r: std::process::Output, want: &str| {
+        assert_eq!(r.status.code(), Some(1), "{want}");
+        let err = String::from_utf8_lossy(&r.stderr).trim().to_string();
+        assert!(err.starts_with("ims3: error:") && !err.contains('\n') && err.contains(want), "{want}: {err}");
+    };
+    one_line(ims3().args(["reproduce", "imagefruit-ipc10"]).output().unwrap(), "unknown recipe 'imagefruit-ipc10'");
+    let bad = s._dir.path().join("bad.toml");
+    std::fs::write(&bad, "name = \"x\"\ndataset = \"imagewoof\"\nipc = 10\nlearning_rate = 1\n").unwrap();
+    one_line(ims3().arg("reproduce").arg(&bad).output().unwrap(), "unknown field `learning_rate`");
+    one_line(ims3().args(["reproduce", "imagewoof-ipc10"]).output().unwrap(), "needs a GPU");
+}
