@@ -13,16 +13,24 @@ struct Cli {
     /// Compute device: cpu (Flex), cuda[:N] or wgpu[:N|cpu], if compiled in.
     #[arg(long, global = true, default_value = "cpu")]
     device: String,
+    /// Defaults for any subcommand's options from a TOML file: a table per subcommand, keys
+    /// named as the long options (`[sample]` `per-class = 50`); the command line wins.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Inspect a DiT checkpoint: format, detected config, parameter count, missing/unused keys.
+    /// Inspect a DiT checkpoint (format, detected config, parameter count, missing/unused keys)
+    /// or a dataset folder (layout found, files per class and split, SHA-256; with --dataset).
     Info {
-        /// .pt/.pth (plain or nested state dict) or .safetensors file.
+        /// .pt/.pth (plain or nested state dict) or .safetensors file, or a dataset root.
         weights: PathBuf,
+        /// For a dataset root: the spec to check it against.
+        #[arg(long, default_value = "imagewoof")]
+        dataset: String,
         /// Nested state dict to read in a training checkpoint (default: ema, then model).
         #[arg(long)]
         nested: Option<String>,
@@ -54,6 +62,7 @@ enum Command {
     },
     /// S3: encode real and candidate images, select one subgroup per class, write
     /// `final_distilled/train/<wnid>/NNNN.png`, `selection.json` and `centroids.safetensors`.
+    #[command(alias = "distill")]
     Select(SelectArgs),
     /// IM fine-tuning (stage 1): Difffit on a pretrained DiT with the IM and Minimax terms.
     /// Resumes from the newest checkpoint in --out; writes checkpoints of the trained
@@ -162,12 +171,12 @@ struct FinetuneArgs {
     /// Run directory (created; resumed if it holds checkpoints).
     #[arg(long)]
     out: PathBuf,
-    /// Recipe file (TOML; keys of TrainConfig: batch_size, epochs, max_steps, ema_decay, flip,
+    /// Training recipe file (TOML; keys of TrainConfig: batch_size, epochs, max_steps, ema_decay, flip,
     /// seed, checkpoint_every, keep_last, log_every, [optimizer] lr/beta1/beta2/eps/weight_decay,
     /// [loss] im/im_lambda/minimax/lambda_pos/lambda_neg/memory_size/label_dropout). Flags below
     /// override it; anything unset keeps the reference default.
     #[arg(long)]
-    config: Option<PathBuf>,
+    train_config: Option<PathBuf>,
     /// Seed of data order and every random draw (default 0).
     #[arg(long)]
     seed: Option<u64>,
@@ -295,7 +304,13 @@ fn main() {
             .unwrap_or_else(|| "unknown".into());
         eprintln!("ims3: internal error: {msg} (please report this)");
     }));
-    let cli = Cli::parse();
+    let cli = match with_config_defaults(std::env::args().collect()) {
+        Ok(args) => Cli::parse_from(args),
+        Err(e) => {
+            eprintln!("ims3: error: {e:#}");
+            std::process::exit(1);
+        }
+    };
     if let Err(e) = run(cli) {
         eprintln!("ims3: error: {e:#}");
         std::process::exit(1);
@@ -304,7 +319,8 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Info { weights, nested, heads, json } => info(&weights, nested.as_deref(), heads, json),
+        Command::Info { weights, dataset, .. } if weights.is_dir() => dataset_info(&weights, &dataset),
+        Command::Info { weights, nested, heads, json, .. } => info(&weights, nested.as_deref(), heads, json),
         Command::Drift { weights, heads, steps, batch, class, seed } => {
             let device = ims3_backend::open_device(&cli.device)?;
             let (model, report) = load_model(&weights, None, heads, &device)?;
@@ -494,7 +510,7 @@ fn select(a: SelectArgs, device_spec: &str) -> Result<()> {
 /// The training recipe: reference defaults, then the --config file, then the flags.
 fn finetune_config(a: &FinetuneArgs) -> Result<ims3_im::TrainConfig> {
     use anyhow::Context;
-    let mut cfg = match &a.config {
+    let mut cfg = match &a.train_config {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?;
             toml::from_str::<ims3_im::TrainConfig>(&text).map_err(|e| {
@@ -728,5 +744,54 @@ fn fetch(names: &[String], cache: Option<PathBuf>) -> Result<()> {
         }
     }
     anyhow::ensure!(failed.is_empty(), "{} of {} assets not fetched: {}", failed.len(), wanted.len(), failed.join(", "));
+    Ok(())
+}
+
+/// Inserts `--key value` for every key of the `--config` file's table for the chosen
+/// subcommand that the command line does not already give.
+fn with_config_defaults(mut args: Vec<String>) -> Result<Vec<String>> {
+    let Some(i) = args.iter().position(|a| a == "--config") else { return Ok(args) };
+    let path = args.get(i + 1).cloned().ok_or_else(|| anyhow::anyhow!("--config needs a file"))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| anyhow::anyhow!("{path}: {}", e.message().trim()))?;
+    args.drain(i..i + 2);
+    let known = ["info", "drift", "finetune", "sample", "select", "distill", "eval", "fetch", "reproduce", "convert"];
+    let Some(sub_at) = args.iter().skip(1).position(|a| known.contains(&a.as_str())).map(|p| p + 1) else { return Ok(args) };
+    let sub = if args[sub_at] == "distill" { "select".to_string() } else { args[sub_at].clone() };
+    for key in table.keys() {
+        anyhow::ensure!(known.contains(&key.as_str()), "{path}: table [{key}] is not a subcommand ({})", known.join(", "));
+    }
+    let Some(toml::Value::Table(opts)) = table.get(&sub) else { return Ok(args) };
+    let mut extra = Vec::new();
+    for (k, v) in opts {
+        let flag = format!("--{}", k.replace('_', "-"));
+        if args.iter().any(|a| a == &flag || a.starts_with(&format!("{flag}="))) {
+            continue;
+        }
+        match v {
+            toml::Value::Boolean(true) => extra.push(flag),
+            toml::Value::Boolean(false) => {}
+            toml::Value::String(s) => extra.extend([flag, s.clone()]),
+            toml::Value::Array(a) => extra.extend([flag, a.iter().map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())).collect::<Vec<_>>().join(",")]),
+            other => extra.extend([flag, other.to_string()]),
+        }
+    }
+    args.splice(sub_at + 1..sub_at + 1, extra);
+    Ok(args)
+}
+
+fn dataset_info(root: &std::path::Path, dataset: &str) -> Result<()> {
+    let spec = ims3_datasets::DatasetSpec::get(dataset)?;
+    let splits: Vec<&str> = ["train", "val"].into_iter().filter(|s| root.join(s).is_dir()).collect();
+    anyhow::ensure!(!splits.is_empty(), "{}: no train/ or val/ folder", root.display());
+    let m = ims3_datasets::Manifest::build(root, &spec, &splits)?;
+    println!("dataset:  {} ({} classes)", spec.name, spec.classes.len());
+    println!("layout:   {}", m.layout);
+    for s in &m.splits {
+        println!("{:<9} {} files, sha256 {}", format!("{}:", s.split), s.files, s.sha256);
+        for ((wnid, n), c) in s.per_class.iter().zip(&spec.classes) {
+            println!("  {wnid} {:>6}  ImageNet {:>3}  {}", n, c.imagenet, c.name);
+        }
+    }
     Ok(())
 }

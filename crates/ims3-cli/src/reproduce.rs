@@ -286,7 +286,7 @@ pub fn run(a: ReproduceArgs, device: &str) -> Result<()> {
         train.entry("seed").or_insert(toml::Value::Integer(recipe.seed as i64));
         ims3_images::atomic_write(&cfg_path, toml::to_string(&train)?.as_bytes())?;
         let out = run_dir.join("finetune");
-        let mut args = vec!["finetune".into(), "--dit".into(), p(&dit), "--vae".into(), p(&vae), "--data".into(), p(&data), "--dataset".into(), recipe.dataset.clone(), "--out".into(), p(&out), "--config".into(), p(&cfg_path), "--image-size".into(), recipe.image_size.to_string()];
+        let mut args = vec!["finetune".into(), "--dit".into(), p(&dit), "--vae".into(), p(&vae), "--data".into(), p(&data), "--dataset".into(), recipe.dataset.clone(), "--out".into(), p(&out), "--train-config".into(), p(&cfg_path), "--image-size".into(), recipe.image_size.to_string()];
         args.extend(heads.clone());
         stage("finetune", args)?;
         let ck = ims3_im::list_checkpoints(&out.join("checkpoints"))?.pop().map(|(_, p)| p).context("fine-tuning left no checkpoint")?;

@@ -69,3 +69,39 @@ fn convert_then_info_round_trips_the_config() {
     assert_eq!(v["config"]["num_heads"], fixture["num_heads"]);
     assert_eq!(v["format"], "Safetensors");
 }
+
+/// The global `--config` file supplies a subcommand's options; the command line wins; a table
+/// that is not a subcommand is refused.
+#[test]
+fn config_file_gives_defaults_for_any_subcommand() {
+    let case = dit_case();
+    let fixture: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(case.join("fixture.json")).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("ims3.toml");
+    std::fs::write(&cfg, format!("[info]\nheads = {}\njson = true\n", fixture["num_heads"])).unwrap();
+    let out = ims3().arg("--config").arg(&cfg).arg("info").arg(case.join("weights.pt")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["config"]["num_heads"], fixture["num_heads"]);
+    std::fs::write(&cfg, "[infos]\nheads = 2\n").unwrap();
+    let out = ims3().arg("--config").arg(&cfg).arg("info").arg(case.join("weights.pt")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("table [infos] is not a subcommand"));
+    // `distill` is the S3 stage's other name.
+    assert!(ims3().args(["distill", "--help"]).output().unwrap().status.success());
+}
+
+/// `ims3 info` on a dataset folder: the layout found and the files per class.
+#[test]
+fn info_describes_a_dataset_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("one.toml");
+    std::fs::write(&spec, "name = \"one\"\nclasses = [{ wnid = \"n01\", imagenet = 3, name = \"a\" }]\n").unwrap();
+    let d = dir.path().join("root/train/n01");
+    std::fs::create_dir_all(&d).unwrap();
+    image::RgbImage::new(4, 4).save(d.join("0.png")).unwrap();
+    let out = ims3().arg("info").arg(dir.path().join("root")).arg("--dataset").arg(&spec).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("subset cut from ImageNet") && text.contains("train:    1 files") && text.contains("n01"), "{text}");
+}

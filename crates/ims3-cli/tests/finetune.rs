@@ -75,7 +75,7 @@ fn finetune_runs_records_and_resumes() {
     let out = s._dir.path().join("run");
     let recipe = s._dir.path().join("recipe.toml");
     std::fs::write(&recipe, "checkpoint_every = 2\nlog_every = 1\n[loss]\nim_lambda = 0.002\n").unwrap();
-    let r = finetune(&s, &out, &["--steps", "3", "--config", recipe.to_str().unwrap()]);
+    let r = finetune(&s, &out, &["--steps", "3", "--train-config", recipe.to_str().unwrap()]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let stderr = String::from_utf8_lossy(&r.stderr);
     assert!(stderr.contains("subset cut from ImageNet") && stderr.contains("Difffit trains"), "{stderr}");
@@ -89,7 +89,7 @@ fn finetune_runs_records_and_resumes() {
     assert!(out.join("checkpoints/step-00000003.safetensors").is_file());
 
     // Extending the budget resumes at step 3 and reuses the latent cache.
-    let r = finetune(&s, &out, &["--steps", "5", "--config", recipe.to_str().unwrap()]);
+    let r = finetune(&s, &out, &["--steps", "5", "--train-config", recipe.to_str().unwrap()]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let stdout = String::from_utf8_lossy(&r.stdout);
     assert!(stdout.contains("5 of 5 steps (resumed at 3)"), "{stdout}");
@@ -109,7 +109,7 @@ fn finetune_refuses_bad_input_in_one_line() {
         let err = String::from_utf8_lossy(&r.stderr).trim().to_string();
         assert!(err.starts_with("ims3: error:") && !err.contains('\n') && err.contains(want), "{want}: {err}");
     };
-    one_line(finetune(&s, &out, &["--steps", "1", "--config", bad_recipe.to_str().unwrap()]), "unknown field `learning_rate`");
+    one_line(finetune(&s, &out, &["--steps", "1", "--train-config", bad_recipe.to_str().unwrap()]), "unknown field `learning_rate`");
     let other = |dataset: &str| {
         ims3()
             .args(["finetune", "--dataset", dataset, "--out"])
