@@ -1,8 +1,7 @@
-//! The IM fine-tuning loop on a tiny pixel-space DiT on Flex, with real images: Fashion-MNIST
-//! (Debian's `dataset-fashion-mnist`, which `.ci/run` installs; `IMS3_FASHION_MNIST` points
-//! elsewhere), cropped to 24 px and box-averaged to 8 x 8.
-
-use std::path::PathBuf;
+//! The IM fine-tuning loop on a tiny pixel-space DiT on Flex, with real images: 128
+//! Fashion-MNIST training images of classes 0..3, cropped to 24 px and box-averaged to 8 x 8
+//! (`data/fashion8x8.bin`, written by `data/make_fashion8x8.py` from Debian's
+//! `dataset-fashion-mnist`; Fashion-MNIST is Zalando Research's, MIT licence).
 
 use burn::prelude::*;
 use ims3_dit::{DiT, DiTConfig};
@@ -11,39 +10,22 @@ use ims3_im::{
     parameters_by_path, train,
 };
 
-fn fashion_dir() -> PathBuf {
-    std::env::var_os("IMS3_FASHION_MNIST").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/share/datasets/fashion-mnist"))
-}
-
-/// The first `n` training images of classes 0..`classes`, as 1 x 8 x 8 in [-1, 1].
+/// The first `n` images with a label below `classes`, as 1 x 8 x 8 in [-1, 1].
 fn fashion(n: usize, classes: i64) -> InMemoryData {
-    let dir = fashion_dir();
-    let images = ims3_images::idx::read_idx_u8(&dir.join("train-images-idx3-ubyte.gz"))
-        .unwrap_or_else(|e| panic!("{e}\n(install Debian's dataset-fashion-mnist or set IMS3_FASHION_MNIST)"));
-    let labels = ims3_images::idx::read_idx_u8(&dir.join("train-labels-idx1-ubyte.gz")).unwrap_or_else(|e| panic!("{e}"));
-    let (mut values, mut out_labels) = (Vec::new(), Vec::new());
-    for (i, &l) in labels.data.iter().enumerate() {
-        if (l as i64) >= classes {
+    let raw: &[u8] = include_bytes!("data/fashion8x8.bin");
+    let (mut values, mut labels) = (Vec::new(), Vec::new());
+    for rec in raw.chunks_exact(65) {
+        if (rec[0] as i64) >= classes {
             continue;
         }
-        let img = &images.data[i * 784..(i + 1) * 784];
-        for y in 0..8 {
-            for x in 0..8 {
-                let mut s = 0.0;
-                for dy in 0..3 {
-                    for dx in 0..3 {
-                        s += img[(2 + 3 * y + dy) * 28 + 2 + 3 * x + dx] as f32;
-                    }
-                }
-                values.push(s / 9.0 / 127.5 - 1.0);
-            }
-        }
-        out_labels.push(l as i64);
-        if out_labels.len() == n {
+        values.extend(rec[1..].iter().map(|&v| v as f32 / 127.5 - 1.0));
+        labels.push(rec[0] as i64);
+        if labels.len() == n {
             break;
         }
     }
-    InMemoryData { values, shape: [1, 8, 8], labels: out_labels }
+    assert_eq!(labels.len(), n, "data/fashion8x8.bin holds fewer than {n} images of classes < {classes}");
+    InMemoryData { values, shape: [1, 8, 8], labels }
 }
 
 fn tiny() -> DiTConfig {
