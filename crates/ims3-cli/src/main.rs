@@ -72,6 +72,10 @@ enum Command {
     /// from a (fine-tuned) DiT through the VAE; writes `<out>/<wnid>.safetensors` (what
     /// `ims3 select` reads) and `<out>/png/<wnid>/NNNN.png`. Finished classes are skipped.
     Sample(SampleArgs),
+    /// Pretrain a pixel-space class-conditional DiT from scratch on an IDX dataset (Fashion-MNIST):
+    /// every parameter but pos_embed trains (plain DiT loss, no IM/Minimax), with the same
+    /// checkpoints, resume and metrics as `finetune`; writes <out>/model.safetensors (EMA).
+    Pretrain(PretrainArgs),
     /// Evaluate a distilled set: train ResNet-AP-10 / ResNet-18 / ConvNet on it with the
     /// reference protocol, test on real images; writes eval.json and eval.md to --out.
     Eval(EvalArgs),
@@ -254,6 +258,39 @@ struct SampleArgs {
 }
 
 #[derive(clap::Args)]
+struct PretrainArgs {
+    /// Folder with train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz]
+    /// (Debian: /usr/share/datasets/fashion-mnist).
+    #[arg(long)]
+    idx: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// Width, depth, heads and patch of the DiT (input size, channels and classes come from the data).
+    #[arg(long, default_value_t = 128)]
+    hidden: usize,
+    #[arg(long, default_value_t = 6)]
+    depth: usize,
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    #[arg(long, default_value_t = 2)]
+    patch: usize,
+    #[arg(long, default_value_t = 20000)]
+    steps: u64,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// AdamW learning rate (DiT's own training: 1e-4).
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_every: u64,
+    /// Stop this invocation after N steps (checkpointing first); rerun to continue.
+    #[arg(long)]
+    stop_after: Option<u64>,
+}
+
+#[derive(clap::Args)]
 struct EvalArgs {
     /// Distilled images: `<dir>/<wnid>/*` (e.g. final_distilled/train from `ims3 select`).
     #[arg(long)]
@@ -329,6 +366,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Select(args) => select(args, &cli.device),
         Command::Finetune(args) => finetune(args, &cli.device),
         Command::Eval(args) => eval(args, &cli.device),
+        Command::Pretrain(args) => pretrain(args, &cli.device),
         Command::Sample(args) => sample(args, &cli.device),
         Command::Fetch { names, cache } => fetch(&names, cache),
         Command::Reproduce(args) => reproduce::run(args, &cli.device),
@@ -793,5 +831,70 @@ fn dataset_info(root: &std::path::Path, dataset: &str) -> Result<()> {
             println!("  {wnid} {:>6}  ImageNet {:>3}  {}", n, c.imagenet, c.name);
         }
     }
+    Ok(())
+}
+
+/// Reads an IDX image/label pair as `[N, 1, H, W]` values in [-1, 1] and labels.
+fn read_idx_set(dir: &std::path::Path, prefix: &str) -> Result<ims3_im::InMemoryData> {
+    let find = |stem: &str| -> Result<PathBuf> {
+        [format!("{stem}.gz"), stem.to_string()]
+            .into_iter()
+            .map(|n| dir.join(n))
+            .find(|p| p.is_file())
+            .ok_or_else(|| anyhow::anyhow!("{}: no {stem}[.gz]", dir.display()))
+    };
+    let images = ims3_images::idx::read_idx_u8(&find(&format!("{prefix}-images-idx3-ubyte"))?)?;
+    let labels = ims3_images::idx::read_idx_u8(&find(&format!("{prefix}-labels-idx1-ubyte"))?)?;
+    anyhow::ensure!(images.dims.len() == 3 && labels.dims.len() == 1 && images.dims[0] == labels.dims[0], "{}: image dims {:?} and label dims {:?} do not pair", dir.display(), images.dims, labels.dims);
+    let (h, w) = (images.dims[1], images.dims[2]);
+    Ok(ims3_im::InMemoryData {
+        values: images.data.iter().map(|&v| v as f32 / 127.5 - 1.0).collect(),
+        shape: [1, h, w],
+        labels: labels.data.iter().map(|&l| l as i64).collect(),
+    })
+}
+
+fn pretrain(a: PretrainArgs, device_spec: &str) -> Result<()> {
+    use ims3_im::TrainData;
+    let data = read_idx_set(&a.idx, "train")?;
+    let classes = data.labels.iter().copied().max().unwrap_or(0) as usize + 1;
+    let [c, h, w] = data.shape();
+    anyhow::ensure!(h == w && h % a.patch == 0, "images are {h}x{w}: square and divisible by --patch {} needed", a.patch);
+    let cfg = ims3_dit::DiTConfig {
+        input_size: h,
+        patch_size: a.patch,
+        in_channels: c,
+        hidden_size: a.hidden,
+        depth: a.depth,
+        num_heads: a.heads,
+        mlp_ratio: 4.0,
+        class_dropout_prob: 0.1,
+        num_classes: classes,
+        learn_sigma: true,
+        gamma_blocks: a.depth.min(ims3_dit::DIFFFIT_GAMMA_BLOCKS),
+    };
+    cfg.validate().map_err(anyhow::Error::msg)?;
+    let device = ims3_backend::open_device(device_spec)?.autodiff();
+    // The initial model is a function of the seed, so a resumed run rebuilds the same one.
+    device.seed(a.seed);
+    let model = cfg.init(&device);
+    let mut train = ims3_im::TrainConfig {
+        batch_size: a.batch,
+        max_steps: Some(a.steps),
+        seed: a.seed,
+        checkpoint_every: a.checkpoint_every,
+        trainable: ims3_im::Trainable::All,
+        ..Default::default()
+    };
+    train.optimizer.lr = a.lr;
+    train.loss.im = false;
+    train.loss.minimax = false;
+    eprintln!("pretrain: DiT hidden {} depth {} patch {} on {} images {c}x{h}x{w}, {classes} classes", a.hidden, a.depth, a.patch, data.len());
+    let (_, out) = ims3_im::train(model.clone(), &data, &train, &a.out, &ims3_im::RunOptions { show_progress: true, stop_after: a.stop_after })?;
+    let ck = ims3_im::Checkpoint::read(out.last_checkpoint.as_ref().ok_or_else(|| anyhow::anyhow!("no checkpoint written"))?)?;
+    let ema = ck.apply_to(model, true)?;
+    let path = a.out.join("model.safetensors");
+    ims3_dit::save_dit(&ema, &cfg, &path)?;
+    println!("pretrain: {} of {} steps; EMA weights in {}", out.steps_done, out.total_steps, path.display());
     Ok(())
 }

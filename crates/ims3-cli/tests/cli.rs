@@ -105,3 +105,36 @@ fn info_describes_a_dataset_folder() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("subset cut from ImageNet") && text.contains("train:    1 files") && text.contains("n01"), "{text}");
 }
+
+/// `ims3 pretrain` on a tiny IDX set: trains from scratch, resumes, writes a loadable model.
+#[test]
+fn pretrain_from_idx_writes_a_loadable_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (n, side) = (16usize, 8usize);
+    let mut images = vec![0u8, 0, 8, 3, 0, 0, 0, n as u8, 0, 0, 0, side as u8, 0, 0, 0, side as u8];
+    images.extend((0..n * side * side).map(|i| ((i * 37) % 251) as u8));
+    let mut labels = vec![0u8, 0, 8, 1, 0, 0, 0, n as u8];
+    labels.extend((0..n).map(|i| (i % 3) as u8));
+    std::fs::write(dir.path().join("train-images-idx3-ubyte"), images).unwrap();
+    std::fs::write(dir.path().join("train-labels-idx1-ubyte"), labels).unwrap();
+    let out = dir.path().join("run");
+    let run = |steps: &str| {
+        ims3()
+            .args(["pretrain", "--hidden", "32", "--depth", "1", "--heads", "2", "--batch", "4", "--checkpoint-every", "1", "--steps", steps])
+            .arg("--idx")
+            .arg(dir.path())
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let r = run("2");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = run("3");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(String::from_utf8_lossy(&r.stdout).contains("3 of 3 steps"));
+    let info = ims3().args(["info", "--json", "--heads", "2"]).arg(out.join("model.safetensors")).output().unwrap();
+    assert!(info.status.success(), "{}", String::from_utf8_lossy(&info.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!((v["config"]["in_channels"].as_u64(), v["config"]["num_classes"].as_u64(), v["config"]["input_size"].as_u64()), (Some(1), Some(3), Some(8)));
+}

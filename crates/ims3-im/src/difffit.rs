@@ -48,6 +48,24 @@ pub fn mark_difffit_trainable(model: DiT) -> DiT {
     model.map(&mut MarkTrainable(PathStack::default()))
 }
 
+/// Full training, as DiT's own training script: every parameter trains except the fixed sin-cos
+/// `pos_embed` (a `requires_grad=False` parameter in the reference).
+pub fn mark_all_trainable(model: DiT) -> DiT {
+    struct All(PathStack);
+    impl ModuleMapper for All {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.0.enter(name);
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.exit();
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            param.set_require_grad(self.0.path() != "pos_embed")
+        }
+    }
+    model.map(&mut All(PathStack::default()))
+}
+
 /// Every float parameter by module path, as host values (for tests and reports).
 pub fn parameters_by_path<M: Module>(module: &M) -> Vec<(String, Vec<f32>)> {
     struct Collect(PathStack, Vec<(String, Vec<f32>)>);

@@ -15,8 +15,8 @@ pub mod step;
 pub mod train;
 
 pub use checkpoint::{Checkpoint, CheckpointError, list_checkpoints};
-pub use difffit::{difffit_trainable_count, ema_update, mark_difffit_trainable, overwrite_parameters, parameters_by_path, trainable_tensors};
+pub use difffit::{difffit_trainable_count, ema_update, mark_all_trainable, mark_difffit_trainable, overwrite_parameters, parameters_by_path, trainable_tensors};
 pub use losses::{IM_LAMBDA, LAMBDA_NEG, LAMBDA_POS, MEMORY_SIZE, MinimaxMemory, im_loss, pairwise_cosine};
 pub use optim::{AdamWSettings, PathAdamW};
 pub use step::{LossConfig, StepBatch, StepLoss, im_step_loss};
-pub use train::{CachedLatents, InMemoryData, RunOptions, TrainConfig, TrainData, TrainError, TrainOutcome, train};
+pub use train::{CachedLatents, InMemoryData, RunOptions, TrainConfig, Trainable, TrainData, TrainError, TrainOutcome, train};

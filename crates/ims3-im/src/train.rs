@@ -31,6 +31,18 @@ use crate::step::{LossConfig, StepBatch, im_step_loss};
 
 const STEP_SALT: u64 = 0x1d5_3e3e_57e9;
 
+/// Which parameters train.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trainable {
+    /// IMS3's Difffit rule (biases, norms, gammas, label table).
+    #[default]
+    Difffit,
+    /// Everything but `pos_embed`: pretraining a DiT from scratch (e.g. the Fashion-MNIST
+    /// stand-in for the ImageNet DiT).
+    All,
+}
+
 /// The fine-tuning recipe. Defaults are the reference's (`run.sh` / `train_dit.py`): batch 8,
 /// 8 epochs, AdamW lr 1e-3 without weight decay, EMA 0.9999, IM + Minimax on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -50,6 +62,7 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     pub keep_last: usize,
     pub log_every: u64,
+    pub trainable: Trainable,
 }
 
 impl Default for TrainConfig {
@@ -66,6 +79,7 @@ impl Default for TrainConfig {
             checkpoint_every: 1000,
             keep_last: 3,
             log_every: 10,
+            trainable: Trainable::Difffit,
         }
     }
 }
@@ -254,7 +268,10 @@ pub fn train(base: DiT, data: &dyn TrainData, cfg: &TrainConfig, run_dir: &Path,
     let steps_per_epoch = (data.len() / cfg.batch_size) as u64;
     let total = cfg.max_steps.unwrap_or(steps_per_epoch * cfg.epochs as u64);
 
-    let mut model = mark_difffit_trainable(base);
+    let mut model = match cfg.trainable {
+        Trainable::Difffit => mark_difffit_trainable(base),
+        Trainable::All => crate::difffit::mark_all_trainable(base),
+    };
     let trainable = trainable_tensors(&model).values().map(|t| t.dims()[0]).sum::<usize>();
     let mut opt = PathAdamW::new(cfg.optimizer.clone());
     let mut ema = trainable_tensors(&model);

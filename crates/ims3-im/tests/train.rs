@@ -186,3 +186,30 @@ fn loss_falls_on_real_images() {
         assert!(last[k].is_number(), "{k} missing from {last}");
     }
 }
+
+/// Pretraining mode: every parameter but `pos_embed` trains, and the checkpoint holds them all.
+#[test]
+fn full_training_trains_everything_but_pos_embed() {
+    let device = Device::flex().autodiff();
+    let data = fashion(16, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        max_steps: Some(2),
+        trainable: ims3_im::Trainable::All,
+        loss: LossConfig { im: false, minimax: false, ..LossConfig::default() },
+        ..quick(2)
+    };
+    let start = base(&device);
+    let before = parameters_by_path(&start);
+    let (model, out) = train(start, &data, &cfg, dir.path(), &RunOptions::default()).unwrap();
+    let ck = Checkpoint::read(out.last_checkpoint.as_ref().unwrap()).unwrap();
+    let total: usize = before.iter().map(|(_, v)| v.len()).sum();
+    let pos: usize = before.iter().filter(|(k, _)| k == "pos_embed").map(|(_, v)| v.len()).sum();
+    assert_eq!(ck.trained_values(), total - pos);
+    for ((k, a), (_, b)) in before.iter().zip(parameters_by_path(&model)) {
+        if k == "pos_embed" {
+            assert_eq!(a, &b);
+        }
+    }
+    assert!(!ck.params.contains_key("pos_embed"));
+}
