@@ -93,7 +93,7 @@ pub fn rrc_params(width: usize, height: usize, scale: (f64, f64), ratio: (f64, f
 }
 
 /// `ToTensor` (+ optional `Normalize`): interleaved u8 -> planar f32.
-fn to_tensor(img: &Rgb8, normalize: bool) -> Vec<f32> {
+pub fn to_tensor(img: &Rgb8, normalize: bool) -> Vec<f32> {
     let n = img.width * img.height;
     let mut out = vec![0f32; 3 * n];
     for i in 0..n {
@@ -162,8 +162,14 @@ pub fn train_transform(img: &Rgb8, cfg: &AugmentConfig, rng: &mut ChaCha8Rng) ->
 
 /// The test transform: `Resize(size * 8 / 7)`, `CenterCrop(size)`, `ToTensor`, `Normalize`.
 pub fn eval_transform(img: &Rgb8, size: usize, normalize: bool) -> Vec<f32> {
+    to_tensor(&eval_crop(img, size), normalize)
+}
+
+/// The geometric part of the test transform: `Resize(size * 8 / 7)` then `CenterCrop(size)`.
+/// Deterministic, so a test set can be cropped once and reused at every evaluation.
+pub fn eval_crop(img: &Rgb8, size: usize) -> Rgb8 {
     let r = (size as f64 * EVAL_RESIZE_RATIO) as usize;
-    to_tensor(&center_crop(&resize_short(img, r), size), normalize)
+    center_crop(&resize_short(img, r), size)
 }
 
 #[cfg(test)]

@@ -551,10 +551,7 @@ fn finetune_config(a: &FinetuneArgs) -> Result<ims3_im::TrainConfig> {
     let mut cfg = match &a.train_config {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?;
-            toml::from_str::<ims3_im::TrainConfig>(&text).map_err(|e| {
-                let line = e.span().map(|s| text[..s.start].lines().count().max(1)).unwrap_or(0);
-                anyhow::anyhow!("{}: line {line}: {}", p.display(), e.message().trim())
-            })?
+            parse_toml::<ims3_im::TrainConfig>(&text, &p.display().to_string())?
         }
         None => ims3_im::TrainConfig::default(),
     };
@@ -897,4 +894,12 @@ fn pretrain(a: PretrainArgs, device_spec: &str) -> Result<()> {
     ims3_dit::save_dit(&ema, &cfg, &path)?;
     println!("pretrain: {} of {} steps; EMA weights in {}", out.steps_done, out.total_steps, path.display());
     Ok(())
+}
+
+/// Parses a TOML file's text into `T`; an error is one line: `<origin>: line N: <message>`.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, origin: &str) -> Result<T> {
+    toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| text[..s.start].lines().count().max(1)).unwrap_or(0);
+        anyhow::anyhow!("{origin}: line {line}: {}", e.message().trim())
+    })
 }

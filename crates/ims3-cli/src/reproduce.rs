@@ -181,10 +181,7 @@ impl Recipe {
             }
             None => bail!("unknown recipe '{name_or_path}' (known: {}; or a path to a .toml)", Self::names().join(", ")),
         };
-        let r: Recipe = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start].lines().count().max(1)).unwrap_or(0);
-            anyhow::anyhow!("{origin}: line {line}: {}", e.message().trim())
-        })?;
+        let r: Recipe = crate::parse_toml(&text, &origin)?;
         ensure!(r.ipc >= 1 && r.select.groups >= 1, "{origin}: ipc and select.groups must be at least 1");
         Ok((r, text))
     }

@@ -17,7 +17,7 @@
 use burn::module::Module;
 use burn::optim::{GradientsParams, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig};
 use burn::prelude::*;
-use ims3_augment::{AugmentConfig, CutMix, eval_transform, train_transform};
+use ims3_augment::{AugmentConfig, CutMix, eval_crop, to_tensor, train_transform};
 use ims3_images::pil::Rgb8;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -294,8 +294,14 @@ fn reinit_seeded(net: EvalNet, kind: &NetKind, seed: u64) -> EvalNet {
     net.map(&mut Reinit { rng: ChaCha8Rng::seed_from_u64(seed ^ 0x1417), resnet, path: vec![], fan_in: Default::default() })
 }
 
-/// Transforms `idx` of `set` on `threads` threads; image `k` of the batch draws from
-/// `ChaCha8(seed, stream = stream_base + k)`, so the result does not depend on the threads.
+/// Test images cropped once (`eval_crop`): every evaluation then only converts them.
+fn eval_cropped(set: &ImageSet, size: usize) -> ImageSet {
+    ImageSet { images: set.images.iter().map(|i| eval_crop(i, size)).collect(), labels: set.labels.clone(), classes: set.classes.clone() }
+}
+
+/// Transforms `idx` of `set` on `threads` threads: the training transform, image `k` of the
+/// batch drawing from `ChaCha8(seed, stream = stream_base + k)` so the result does not depend
+/// on the threads; or, with `train = None`, `ToTensor` of images already `eval_cropped`.
 fn batch_pixels(set: &ImageSet, idx: &[usize], cfg: &EvalConfig, train: Option<(u64, u64)>) -> Vec<f32> {
     let per = cfg.channels * cfg.size * cfg.size;
     let mut out = vec![0f32; idx.len() * per];
@@ -311,7 +317,7 @@ fn batch_pixels(set: &ImageSet, idx: &[usize], cfg: &EvalConfig, train: Option<(
                             rng.set_stream(base + (t * chunk + k) as u64);
                             train_transform(&set.images[i], &cfg.augment, &mut rng)
                         }
-                        None => eval_transform(&set.images[i], cfg.size, false),
+                        None => to_tensor(&set.images[i], false),
                     };
                     let n = cfg.size * cfg.size;
                     for c in 0..cfg.channels {
@@ -326,8 +332,12 @@ fn batch_pixels(set: &ImageSet, idx: &[usize], cfg: &EvalConfig, train: Option<(
     out
 }
 
-/// Top-1 accuracy (%) of `net` on `set`.
+/// Top-1 accuracy (%) of `net` on `set` (test transform: resize, centre crop, normalise).
 pub fn accuracy(net: &EvalNet, set: &ImageSet, cfg: &EvalConfig, device: &Device) -> f64 {
+    accuracy_cropped(net, &eval_cropped(set, cfg.size), cfg, device)
+}
+
+fn accuracy_cropped(net: &EvalNet, set: &ImageSet, cfg: &EvalConfig, device: &Device) -> f64 {
     let net = net.valid();
     let plain = device.clone().inner();
     let mut correct = 0usize;
@@ -383,6 +393,8 @@ pub fn train_and_eval(
         .with_weight_decay((cfg.weight_decay > 0.0).then(|| WeightDecayConfig::new(cfg.weight_decay as f32)))
         .init();
     let ce = burn::nn::loss::CrossEntropyLossConfig::new().init(&ad);
+    let test_cropped = eval_cropped(test, cfg.size);
+    let val_cropped = val.map(|v| eval_cropped(v, cfg.size));
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
     let (mut curve, mut first_loss, mut last_loss) = (Vec::new(), f64::NAN, f64::NAN);
@@ -428,8 +440,8 @@ pub fn train_and_eval(
             last_loss = mean_loss;
         }
         if (epoch + 1) % cfg.eval_every == 0 || epoch + 1 == cfg.epochs {
-            let t = accuracy(&net, test, cfg, &ad);
-            let v = val.map(|v| accuracy(&net, v, cfg, &ad));
+            let t = accuracy_cropped(&net, &test_cropped, cfg, &ad);
+            let v = val_cropped.as_ref().map(|v| accuracy_cropped(&net, v, cfg, &ad));
             curve.push((epoch + 1, t, v));
             if let Some(pb) = progress {
                 pb.set_message(format!("seed {seed} epoch {} loss {mean_loss:.3} test {t:.2}%", epoch + 1));

@@ -195,13 +195,25 @@ fn key_map() -> KeyMap {
 
 /// Loads an IDC `ResNetAP` state dict (`torch.save(model.state_dict())`) for `config`.
 pub fn load_resnet_ap(path: impl AsRef<Path>, config: &ResNetAPConfig, device: &Device) -> Result<ResNetAP, WeightsError> {
-    let ckpt = Checkpoint::open(path.as_ref(), None)?;
-    let mut model = config.init(device).map_err(|why| WeightsError::Other { path: ckpt.path.clone(), why })?;
     let target = format!("ResNetAP-{} ({:?} norm, {} px)", config.depth, config.norm, config.input_size);
-    let mut report = compare_shapes(&ckpt, &expected_shapes_of(&model, &key_map()), |_| false);
+    load_state_dict(path.as_ref(), |d| config.init(d), &key_map(), &target, device)
+}
+
+/// Builds a model with `init` and fills it from a PyTorch state dict: shapes checked first
+/// (BatchNorm's `num_batches_tracked` may be left unused), every parameter loaded.
+pub(crate) fn load_state_dict<M: Module>(
+    path: &Path,
+    init: impl FnOnce(&Device) -> Result<M, String>,
+    keys: &KeyMap,
+    target: &str,
+    device: &Device,
+) -> Result<M, WeightsError> {
+    let ckpt = Checkpoint::open(path, None)?;
+    let mut model = init(device).map_err(|why| WeightsError::Other { path: ckpt.path.clone(), why })?;
+    let mut report = compare_shapes(&ckpt, &expected_shapes_of(&model, keys), |_| false);
     report.unused.retain(|k| !k.ends_with("num_batches_tracked"));
-    report.ensure_fits(&ckpt, &target)?;
-    let left = ims3_weights::load_into(&mut model, &ckpt, &key_map())?;
-    ims3_weights::ensure_all_loaded(&left, &ckpt, &target)?;
+    report.ensure_fits(&ckpt, target)?;
+    let left = ims3_weights::load_into(&mut model, &ckpt, keys)?;
+    ims3_weights::ensure_all_loaded(&left, &ckpt, target)?;
     Ok(model)
 }

@@ -12,7 +12,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use ims3_weights::{Checkpoint, KeyMap, WeightsError, compare_shapes, expected_shapes_of};
+use ims3_weights::{KeyMap, WeightsError};
 
 use crate::resnet_ap::{Norm, NormLayer};
 
@@ -151,15 +151,8 @@ fn key_map() -> KeyMap {
 
 /// Loads an IDC `ResNet` state dict for `config`.
 pub fn load_resnet_idc(path: impl AsRef<Path>, config: &ResNetIdcConfig, device: &Device) -> Result<ResNetIdc, WeightsError> {
-    let ckpt = Checkpoint::open(path.as_ref(), None)?;
-    let mut model = config.init(device).map_err(|why| WeightsError::Other { path: ckpt.path.clone(), why })?;
     let target = format!("IDC ResNet-{} ({:?} norm, {} px)", config.depth, config.norm, config.input_size);
-    let mut report = compare_shapes(&ckpt, &expected_shapes_of(&model, &key_map()), |_| false);
-    report.unused.retain(|k| !k.ends_with("num_batches_tracked"));
-    report.ensure_fits(&ckpt, &target)?;
-    let left = ims3_weights::load_into(&mut model, &ckpt, &key_map())?;
-    ims3_weights::ensure_all_loaded(&left, &ckpt, &target)?;
-    Ok(model)
+    crate::resnet_ap::load_state_dict(path.as_ref(), |d| config.init(d), &key_map(), &target, device)
 }
 
 #[cfg(test)]

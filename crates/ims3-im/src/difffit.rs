@@ -29,30 +29,10 @@ impl PathStack {
     }
 }
 
-struct MarkTrainable(PathStack);
-
-impl ModuleMapper for MarkTrainable {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.0.enter(name);
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.0.exit();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        param.set_require_grad(ims3_dit::is_difffit_trainable(&self.0.path()))
-    }
-}
-
-/// Freezes every parameter that Difffit does not train.
-pub fn mark_difffit_trainable(model: DiT) -> DiT {
-    model.map(&mut MarkTrainable(PathStack::default()))
-}
-
-/// Full training, as DiT's own training script: every parameter trains except the fixed sin-cos
-/// `pos_embed` (a `requires_grad=False` parameter in the reference).
-pub fn mark_all_trainable(model: DiT) -> DiT {
-    struct All(PathStack);
-    impl ModuleMapper for All {
+/// Sets `require_grad` on every parameter to `rule(module path)`.
+fn mark_trainable_by(model: DiT, rule: fn(&str) -> bool) -> DiT {
+    struct Mark(PathStack, fn(&str) -> bool);
+    impl ModuleMapper for Mark {
         fn enter_module(&mut self, name: &str, _: &str) {
             self.0.enter(name);
         }
@@ -60,10 +40,21 @@ pub fn mark_all_trainable(model: DiT) -> DiT {
             self.0.exit();
         }
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            param.set_require_grad(self.0.path() != "pos_embed")
+            param.set_require_grad((self.1)(&self.0.path()))
         }
     }
-    model.map(&mut All(PathStack::default()))
+    model.map(&mut Mark(PathStack::default(), rule))
+}
+
+/// Freezes every parameter that Difffit does not train.
+pub fn mark_difffit_trainable(model: DiT) -> DiT {
+    mark_trainable_by(model, ims3_dit::is_difffit_trainable)
+}
+
+/// Full training, as DiT's own training script: every parameter trains except the fixed sin-cos
+/// `pos_embed` (a `requires_grad=False` parameter in the reference).
+pub fn mark_all_trainable(model: DiT) -> DiT {
+    mark_trainable_by(model, |path| path != "pos_embed")
 }
 
 /// Every float parameter by module path, as host values (for tests and reports).
