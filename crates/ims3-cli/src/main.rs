@@ -5,6 +5,7 @@ use burn::prelude::*;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+mod ablation;
 mod reproduce;
 
 #[derive(Parser)]
@@ -76,6 +77,10 @@ enum Command {
     /// every parameter but pos_embed trains (plain DiT loss, no IM/Minimax), with the same
     /// checkpoints, resume and metrics as `finetune`; writes <out>/model.safetensors (EMA).
     Pretrain(PretrainArgs),
+    /// Train the small-image encoder: a ConvNet classifier on a whole IDX training set
+    /// (Fashion-MNIST), the stand-in for the ImageNet ResNet-18 of S3; reports its test top-1
+    /// and writes one safetensors file (config and training record in the header).
+    TrainEncoder(TrainEncoderArgs),
     /// Evaluate a distilled set: train ResNet-AP-10 / ResNet-18 / ConvNet on it with the
     /// reference protocol, test on real images; writes eval.json and eval.md to --out.
     Eval(EvalArgs),
@@ -112,12 +117,20 @@ struct SelectArgs {
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
-    /// torchvision resnet18 `.pth` (IMAGENET1K_V1, resnet18-f37072fd.pth). Not needed with --centroids.
+    /// torchvision resnet18 `.pth` (IMAGENET1K_V1, resnet18-f37072fd.pth), or a ConvNet from
+    /// `ims3 train-encoder` (.safetensors). Not needed with --centroids.
     #[arg(long)]
     encoder: Option<PathBuf>,
     /// Real training root: `<root>/<wnid>/*` images. Not needed with --centroids.
     #[arg(long)]
     real: Option<PathBuf>,
+    /// Instead of --real: an IDX training set (Fashion-MNIST's train-* files); class ids map to
+    /// IDX labels through --dataset.
+    #[arg(long, conflicts_with = "real")]
+    real_idx: Option<PathBuf>,
+    /// Dataset spec for --real-idx (ids and labels).
+    #[arg(long, default_value = "fashion-mnist")]
+    dataset: String,
     /// Re-select from a previous run's centroids.safetensors (no encoding).
     #[arg(long)]
     centroids: Option<PathBuf>,
@@ -162,11 +175,15 @@ struct FinetuneArgs {
     #[arg(long)]
     dit: PathBuf,
     /// SD-VAE folder (diffusers layout: config.json + diffusion_pytorch_model.safetensors/.bin).
-    #[arg(long)]
-    vae: PathBuf,
+    #[arg(long, required_unless_present = "idx")]
+    vae: Option<PathBuf>,
     /// Dataset root holding `<split>/<wnid>/*` (fast.ai archive or a cut from ImageNet).
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(long, required_unless_present = "idx")]
+    data: Option<PathBuf>,
+    /// Instead of --data/--vae: an IDX training set (Fashion-MNIST's train-* files) for a
+    /// pixel-space DiT from `ims3 pretrain`; the labels are the IDX labels.
+    #[arg(long, conflicts_with_all = ["data", "vae"])]
+    idx: Option<PathBuf>,
     /// Dataset spec: imagewoof, imagenette, imageidc, or a spec .toml.
     #[arg(long, default_value = "imagewoof")]
     dataset: String,
@@ -228,9 +245,11 @@ struct SampleArgs {
     /// Use the checkpoint's raw weights instead of their EMA (the reference samples the EMA).
     #[arg(long)]
     raw: bool,
-    /// SD-VAE folder (config.json + weights).
+    /// SD-VAE folder (config.json + weights). Without it the DiT is taken to work in pixel space
+    /// (a model from `ims3 pretrain`): samples are clipped to [-1, 1] and guidance covers every
+    /// eps channel.
     #[arg(long)]
-    vae: PathBuf,
+    vae: Option<PathBuf>,
     /// Dataset spec giving the classes and their ImageNet labels.
     #[arg(long, default_value = "imagewoof")]
     dataset: String,
@@ -281,6 +300,10 @@ struct PretrainArgs {
     /// AdamW learning rate (DiT's own training: 1e-4).
     #[arg(long, default_value_t = 1e-4)]
     lr: f64,
+    /// EMA decay of the weights written to model.safetensors (DiT: 0.9999, for 400k steps;
+    /// a short run needs a shorter memory).
+    #[arg(long, default_value_t = 0.999)]
+    ema_decay: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, default_value_t = 1000)]
@@ -291,13 +314,49 @@ struct PretrainArgs {
 }
 
 #[derive(clap::Args)]
+struct TrainEncoderArgs {
+    /// Folder with train-* and t10k-* IDX files (Debian: /usr/share/datasets/fashion-mnist).
+    #[arg(long)]
+    idx: PathBuf,
+    /// Output .safetensors file.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    depth: usize,
+    #[arg(long, default_value_t = 128)]
+    width: usize,
+    #[arg(long, default_value_t = 2)]
+    epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    #[arg(long, default_value_t = 0.01)]
+    lr: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Train on the first N images only (quick runs, tests).
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+#[derive(clap::Args)]
 struct EvalArgs {
     /// Distilled images: `<dir>/<wnid>/*` (e.g. final_distilled/train from `ims3 select`).
     #[arg(long)]
     distilled: PathBuf,
     /// Real test images: `<dir>/<wnid>/*` (e.g. imagewoof2/val).
+    #[arg(long, required_unless_present = "test_idx")]
+    test: Option<PathBuf>,
+    /// Instead of --test: an IDX folder (Fashion-MNIST); tests on its t10k-* images with the
+    /// grey protocol (one channel normalised with the train-* statistics, no colour
+    /// augmentations, test images as they are). Labels map to classes through --dataset.
+    #[arg(long, conflicts_with = "test")]
+    test_idx: Option<PathBuf>,
+    /// Batch size (reference 64).
     #[arg(long)]
-    test: PathBuf,
+    batch: Option<usize>,
+    /// ConvNet width (IDC 128).
+    #[arg(long)]
+    width: Option<usize>,
     /// Optional validation images held out from the real training set, for honest epoch selection.
     #[arg(long)]
     val: Option<PathBuf>,
@@ -316,6 +375,9 @@ struct EvalArgs {
     /// Override the epoch count (reference: 3000/2000/1500/1000 by IPC).
     #[arg(long)]
     epochs: Option<usize>,
+    /// Test every N epochs (reference: epochs / 100).
+    #[arg(long)]
+    eval_every: Option<usize>,
     /// SGD learning rate (IMS3 0.1; Minimax 0.01).
     #[arg(long, default_value_t = 0.1)]
     lr: f64,
@@ -367,6 +429,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Finetune(args) => finetune(args, &cli.device),
         Command::Eval(args) => eval(args, &cli.device),
         Command::Pretrain(args) => pretrain(args, &cli.device),
+        Command::TrainEncoder(args) => train_encoder(args, &cli.device),
         Command::Sample(args) => sample(args, &cli.device),
         Command::Fetch { names, cache } => fetch(&names, cache),
         Command::Reproduce(args) => reproduce::run(args, &cli.device),
@@ -474,6 +537,7 @@ fn drift(
 
 
 fn select(a: SelectArgs, device_spec: &str) -> Result<()> {
+    use anyhow::Context;
     use ims3_s3::pipeline::{self, RealOptions, Report};
     use ims3_s3::{Form, Params};
     let form = match a.form.as_str() {
@@ -505,29 +569,45 @@ fn select(a: SelectArgs, device_spec: &str) -> Result<()> {
             (c, format!("from {}", path.display()), vec![], vec![])
         }
         None => {
-            let (Some(enc), Some(real)) = (&a.encoder, &a.real) else {
-                anyhow::bail!("--encoder and --real are needed unless --centroids is given");
-            };
+            let Some(enc) = &a.encoder else { anyhow::bail!("--encoder is needed unless --centroids is given") };
+            anyhow::ensure!(a.real.is_some() || a.real_idx.is_some(), "--real or --real-idx is needed unless --centroids is given");
             let device = ims3_backend::open_device(device_spec)?;
-            let model = ims3_features::load_resnet18(enc, &device)?;
-            let encoder = ims3_features::ResNet18Encoder::new(model, device, "torchvision-resnet18");
+            let encoder: Box<dyn ims3_features::FeatureEncoder> = if ims3_eval::classifier::is_classifier_file(enc) {
+                Box::new(ims3_features::ConvNetEncoder::load(enc, device)?)
+            } else {
+                let model = ims3_features::load_resnet18(enc, &device)?;
+                Box::new(ims3_features::ResNet18Encoder::new(model, device, "torchvision-resnet18"))
+            };
             let opts = RealOptions { max_images: a.real_max, seed: a.seed, skip_unreadable: a.skip_unreadable, ..Default::default() };
+            let idx = match &a.real_idx {
+                Some(dir) => Some((ims3_images::idx::IdxSplit::read(dir, "train")?, ims3_datasets::DatasetSpec::get(&a.dataset)?)),
+                None => None,
+            };
             let pb = indicatif::ProgressBar::new(classes.len() as u64).with_style(
                 indicatif::ProgressStyle::with_template("encode [{bar:30}] {pos}/{len} classes {per_sec} ETA {eta}").expect("template"),
             );
             let (mut real_c, mut cand_c, mut used, mut skipped) = (vec![], vec![], vec![], vec![]);
             for (class, imgs) in classes.iter().zip(&candidates) {
-                let (r, n, s) = pipeline::real_centroid(&encoder, class, &real.join(class), &opts)?;
+                let (r, n, s) = match (&idx, &a.real) {
+                    (Some((split, spec)), _) => {
+                        let label = spec.classes.iter().find(|c| &c.wnid == class).map(|c| c.imagenet).with_context(|| format!("class '{class}' is not in the {} spec", spec.name))?;
+                        let (r, n) = pipeline::real_centroid_idx(encoder.as_ref(), split, label as u8, &opts);
+                        anyhow::ensure!(n > 0, "{}: no training image has label {label} (class {class})", a.real_idx.as_ref().unwrap().display());
+                        (r, n, 0)
+                    }
+                    (None, Some(real)) => pipeline::real_centroid(encoder.as_ref(), class, &real.join(class), &opts)?,
+                    (None, None) => unreachable!("checked above"),
+                };
                 tracing::info!(class, used = n, skipped = s, "real centroid");
                 real_c.push(r);
                 used.push(n);
                 skipped.push(s);
-                cand_c.push(pipeline::candidate_centroids(&encoder, class, imgs, a.groups, a.ipc)?);
+                cand_c.push(pipeline::candidate_centroids(encoder.as_ref(), class, imgs, a.groups, a.ipc)?);
                 pb.inc(1);
             }
             pb.finish_and_clear();
-            let c = ims3_s3::Centroids { dim: 512, candidates: cand_c, real: real_c };
-            (c, encoder.name.clone(), used, skipped)
+            let c = ims3_s3::Centroids { dim: encoder.dim(), candidates: cand_c, real: real_c };
+            (c, encoder.name(), used, skipped)
         }
     };
     let selection = centroids.select(&params)?;
@@ -580,15 +660,60 @@ fn finetune_config(a: &FinetuneArgs) -> Result<ims3_im::TrainConfig> {
     Ok(cfg)
 }
 
+/// IM fine-tuning of a pixel-space DiT on an IDX training set (no VAE, no latent cache).
+fn finetune_pixels(a: &FinetuneArgs, idx: &std::path::Path, cfg: ims3_im::TrainConfig, device_spec: &str) -> Result<()> {
+    use anyhow::Context;
+    let started = std::time::Instant::now();
+    let data = read_idx_set(idx, "train")?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("{}: cannot create", a.out.display()))?;
+    let device = ims3_backend::open_device(device_spec)?.autodiff();
+    let (model, report) = load_model(&a.dit, None, a.heads, &device)?;
+    let mc = &report.config;
+    anyhow::ensure!(
+        [mc.in_channels, mc.input_size, mc.input_size] == data.shape,
+        "{}: the DiT takes {}x{}x{} inputs but {} holds {:?} images",
+        a.dit.display(), mc.in_channels, mc.input_size, mc.input_size, idx.display(), data.shape
+    );
+    let top = data.labels.iter().copied().max().unwrap_or(0);
+    anyhow::ensure!((top as usize) < mc.num_classes, "{}: label {top} but the DiT has {} classes", idx.display(), mc.num_classes);
+    let trainable = ims3_im::difffit_trainable_count(&model);
+    eprintln!("finetune: pixel-space DiT on {} images {:?}; Difffit trains {trainable} parameters", data.labels.len(), data.shape);
+    let run_opts = ims3_im::RunOptions { show_progress: true, stop_after: a.stop_after };
+    let (_, out) = ims3_im::train(model, &data, &cfg, &a.out, &run_opts)?;
+    let run = serde_json::json!({
+        "command": std::env::args().collect::<Vec<_>>(),
+        "stage": "finetune",
+        "ims3_version": env!("CARGO_PKG_VERSION"),
+        "device": device_spec,
+        "config": cfg,
+        "dit": a.dit.display().to_string(),
+        "dit_config": mc,
+        "idx": idx.display().to_string(),
+        "trainable_parameters": trainable,
+        "steps_done": out.steps_done,
+        "total_steps": out.total_steps,
+        "resumed_from": out.resumed_from,
+        "last_checkpoint": out.last_checkpoint.as_ref().map(|p| p.display().to_string()),
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    ims3_images::atomic_write(&a.out.join("run.json"), serde_json::to_string_pretty(&run)?.as_bytes())?;
+    println!("finetune: {} of {} steps; checkpoint {}", out.steps_done, out.total_steps, out.last_checkpoint.map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()));
+    Ok(())
+}
+
 fn finetune(a: FinetuneArgs, device_spec: &str) -> Result<()> {
     use anyhow::Context;
     let started = std::time::Instant::now();
     let cfg = finetune_config(&a)?;
+    if let Some(idx) = &a.idx {
+        return finetune_pixels(&a, idx, cfg, device_spec);
+    }
+    let (Some(data_root), Some(vae_dir)) = (&a.data, &a.vae) else { anyhow::bail!("--data and --vae are needed (or --idx for a pixel-space DiT)") };
     let spec = ims3_datasets::DatasetSpec::get(&a.dataset)?;
-    let scanned = ims3_datasets::scan(&a.data, &a.split, &spec)?;
-    eprintln!("data: {} ({}), {} images in {} classes", a.data.join(&a.split).display(), scanned.layout, scanned.classes.iter().map(|c| c.files.len()).sum::<usize>(), scanned.classes.len());
+    let scanned = ims3_datasets::scan(data_root, &a.split, &spec)?;
+    eprintln!("data: {} ({}), {} images in {} classes", data_root.join(&a.split).display(), scanned.layout, scanned.classes.iter().map(|c| c.files.len()).sum::<usize>(), scanned.classes.len());
     std::fs::create_dir_all(&a.out).with_context(|| format!("{}: cannot create", a.out.display()))?;
-    let manifest = ims3_datasets::Manifest::build(&a.data, &spec, &[a.split.as_str()])?;
+    let manifest = ims3_datasets::Manifest::build(data_root, &spec, &[a.split.as_str()])?;
     ims3_images::atomic_write(&a.out.join("data-manifest.json"), serde_json::to_string_pretty(&manifest)?.as_bytes())?;
 
     let device = ims3_backend::open_device(device_spec)?;
@@ -596,7 +721,7 @@ fn finetune(a: FinetuneArgs, device_spec: &str) -> Result<()> {
     let quirk = spec.folder_index_labels();
     let relabel: Option<std::collections::BTreeMap<i64, i64>> =
         a.folder_index_labels.then(|| spec.classes.iter().zip(&quirk).map(|(c, &q)| (c.imagenet, q)).collect());
-    let (vae, vae_cfg) = ims3_vae::load_vae_dir(&a.vae, &device)?;
+    let (vae, vae_cfg) = ims3_vae::load_vae_dir(vae_dir, &device)?;
     // Check the DiT against the VAE's latents before spending time on encoding.
     let dit_cfg = ims3_dit::infer_config(&ims3_weights::Checkpoint::open(&a.dit, None)?, a.heads)?;
     let side = a.image_size / vae_cfg.downscale();
@@ -637,7 +762,7 @@ fn finetune(a: FinetuneArgs, device_spec: &str) -> Result<()> {
         "config": cfg,
         "dit": a.dit.display().to_string(),
         "dit_config": mc,
-        "vae": a.vae.display().to_string(),
+        "vae": vae_dir.display().to_string(),
         "dataset": spec.name,
         "layout": manifest.layout,
         "data_sha256": manifest.splits[0].sha256,
@@ -660,16 +785,46 @@ fn finetune(a: FinetuneArgs, device_spec: &str) -> Result<()> {
     Ok(())
 }
 
+/// Mean and standard deviation of 8-bit grey pixels scaled to [0, 1].
+fn grey_stats(pixels: &[u8]) -> (f32, f32) {
+    let n = pixels.len().max(1) as f64;
+    let mean = pixels.iter().map(|&v| v as f64 / 255.0).sum::<f64>() / n;
+    let var = pixels.iter().map(|&v| (v as f64 / 255.0 - mean).powi(2)).sum::<f64>() / n;
+    (mean as f32, var.sqrt() as f32)
+}
+
 fn eval(a: EvalArgs, device_spec: &str) -> Result<()> {
+    use anyhow::Context;
     use ims3_eval::{EvalConfig, EvalReport, ImageSet, NetKind, Norm};
     let spec = ims3_datasets::DatasetSpec::get(&a.dataset)?;
     let classes: Vec<String> = spec.classes.iter().map(|c| c.wnid.clone()).collect();
     let net: NetKind = a.net.parse().map_err(anyhow::Error::msg)?;
-    let mut cfg = EvalConfig::reference(net, a.size, a.ipc);
+    let idx = match &a.test_idx {
+        Some(dir) => Some((ims3_images::idx::IdxSplit::read(dir, "train")?, ims3_images::idx::IdxSplit::read(dir, "t10k")?)),
+        None => None,
+    };
+    let mut cfg = match &idx {
+        Some((train, _)) => {
+            let (mean, std) = grey_stats(&train.pixels);
+            EvalConfig::grey(net, a.size, a.ipc, mean, std)
+        }
+        None => EvalConfig::reference(net, a.size, a.ipc),
+    };
+    if let Some(b) = a.batch {
+        anyhow::ensure!(b > 0, "--batch must be at least 1");
+        cfg.batch_size = b;
+    }
+    if let Some(w) = a.width {
+        cfg.convnet_width = w;
+    }
     if let Some(e) = a.epochs {
         anyhow::ensure!(e > 0, "--epochs must be at least 1");
         cfg.epochs = e;
         cfg.eval_every = (e / 100).max(1);
+    }
+    if let Some(n) = a.eval_every {
+        anyhow::ensure!(n > 0, "--eval-every must be at least 1");
+        cfg.eval_every = n;
     }
     cfg.lr = a.lr;
     cfg.norm = match a.norm.as_str() {
@@ -678,7 +833,20 @@ fn eval(a: EvalArgs, device_spec: &str) -> Result<()> {
         n => anyhow::bail!("unknown norm '{n}': expected instance or batch"),
     };
     let train = ImageSet::read(&a.distilled, &classes).map_err(anyhow::Error::msg)?;
-    let test = ImageSet::read(&a.test, &classes).map_err(anyhow::Error::msg)?;
+    let test = match (&idx, &a.test) {
+        (Some((_, t10k)), _) => {
+            let mut set = ImageSet { classes: classes.clone(), ..Default::default() };
+            for i in 0..t10k.len() {
+                let label = t10k.labels[i] as i64;
+                let k = spec.position_of_imagenet(label).with_context(|| format!("{}: test label {label} is not a class of {}", a.test_idx.as_ref().unwrap().display(), spec.name))?;
+                set.images.push(t10k.rgb8(i));
+                set.labels.push(k);
+            }
+            set
+        }
+        (None, Some(dir)) => ImageSet::read(dir, &classes).map_err(anyhow::Error::msg)?,
+        (None, None) => anyhow::bail!("--test or --test-idx is needed"),
+    };
     let val = a.val.as_ref().map(|v| ImageSet::read(v, &classes)).transpose().map_err(anyhow::Error::msg)?;
     let device = ims3_backend::open_device(device_spec)?;
     eprintln!("eval: {} on {} distilled images, {} test images, {} epochs x {} seeds", cfg.net, train.len(), test.len(), cfg.epochs, a.seeds.len());
@@ -706,7 +874,14 @@ fn sample(a: SampleArgs, device_spec: &str) -> Result<()> {
         eprintln!("sample: applied {} (step {}, {})", a.finetuned.as_ref().unwrap().display(), ck.step, if a.raw { "raw" } else { "EMA" });
     }
     let cfg = &report.config;
-    let (vae, _) = ims3_vae::load_vae_dir(&a.vae, &device)?;
+    let vae = a.vae.as_ref().map(|v| ims3_vae::load_vae_dir(v, &device)).transpose()?.map(|(v, _)| v);
+    anyhow::ensure!(
+        vae.is_some() || [1, 3].contains(&cfg.in_channels),
+        "{}: a {}-channel DiT works in a latent space: give its --vae",
+        a.dit.display(),
+        cfg.in_channels
+    );
+    let (cfg_channels, clip) = if vae.is_some() { (ims3_dit::CfgChannels::FirstThree, false) } else { (ims3_dit::CfgChannels::AllEps, true) };
     let diffusion = GaussianDiffusion::dit(&a.steps)?;
     let quirk = spec.folder_index_labels();
     std::fs::create_dir_all(&a.out)?;
@@ -727,18 +902,36 @@ fn sample(a: SampleArgs, device_spec: &str) -> Result<()> {
             let z = noise.normal([b, cfg.in_channels, cfg.input_size, cfg.input_size], &device);
             let x = Tensor::cat(vec![z.clone(), z], 0);
             let labels = Tensor::<1, Int>::from_ints(vec![label; b].as_slice(), &device);
-            let net = model.cfg_denoiser(labels, a.cfg_scale, ims3_dit::CfgChannels::FirstThree);
-            let x = diffusion.p_sample_loop(&net, x, false, &mut noise, true);
+            let net = model.cfg_denoiser(labels, a.cfg_scale, cfg_channels);
+            let x = diffusion.p_sample_loop(&net, x, clip, &mut noise, true);
             let x = x.narrow(0, 0, b).narrow(1, 0, cfg.in_channels);
-            images.extend(vae.decode_to_images(x, b, false));
+            match &vae {
+                Some(vae) => images.extend(vae.decode_to_images(x, b, false)),
+                None => images.extend(pixels_to_images(x)),
+            }
         }
         for (i, img) in images.iter().enumerate() {
-            ims3_images::write_png(&a.out.join("png").join(&class.wnid).join(format!("{i:04}.png")), img)?;
+            // Candidates are held in [-1, 1]; PNG wants [0, 1].
+            ims3_images::write_png(&a.out.join("png").join(&class.wnid).join(format!("{i:04}.png")), &img.clone().map(|v| (v + 1.0) * 0.5))?;
         }
         ims3_s3::pipeline::write_candidates(&a.out, &class.wnid, &images)?;
         eprintln!("sample: {} ({}) {} images", class.wnid, class.name, images.len());
     }
     Ok(())
+}
+
+/// Pixel-space samples `[N, C, H, W]` (C = 1 or 3) to RGB images, a grey plane repeated.
+fn pixels_to_images(x: Tensor<4>) -> Vec<ims3_images::Rgb> {
+    let [n, c, h, w] = x.dims();
+    let v: Vec<f32> = x.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+    let plane = h * w;
+    (0..n)
+        .map(|i| {
+            let img = &v[i * c * plane..(i + 1) * c * plane];
+            let data = if c == 1 { [img, img, img].concat() } else { img.to_vec() };
+            ims3_images::Rgb::new(w, h, data)
+        })
+        .collect()
 }
 
 fn fetch(names: &[String], cache: Option<PathBuf>) -> Result<()> {
@@ -790,7 +983,7 @@ fn with_config_defaults(mut args: Vec<String>) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| anyhow::anyhow!("{path}: {}", e.message().trim()))?;
     args.drain(i..i + 2);
-    let known = ["info", "drift", "finetune", "sample", "select", "distill", "eval", "fetch", "reproduce", "convert"];
+    let known = ["info", "drift", "finetune", "sample", "select", "distill", "eval", "fetch", "reproduce", "convert", "pretrain", "train-encoder"];
     let Some(sub_at) = args.iter().skip(1).position(|a| known.contains(&a.as_str())).map(|p| p + 1) else { return Ok(args) };
     let sub = if args[sub_at] == "distill" { "select".to_string() } else { args[sub_at].clone() };
     for key in table.keys() {
@@ -833,21 +1026,11 @@ fn dataset_info(root: &std::path::Path, dataset: &str) -> Result<()> {
 
 /// Reads an IDX image/label pair as `[N, 1, H, W]` values in [-1, 1] and labels.
 fn read_idx_set(dir: &std::path::Path, prefix: &str) -> Result<ims3_im::InMemoryData> {
-    let find = |stem: &str| -> Result<PathBuf> {
-        [format!("{stem}.gz"), stem.to_string()]
-            .into_iter()
-            .map(|n| dir.join(n))
-            .find(|p| p.is_file())
-            .ok_or_else(|| anyhow::anyhow!("{}: no {stem}[.gz]", dir.display()))
-    };
-    let images = ims3_images::idx::read_idx_u8(&find(&format!("{prefix}-images-idx3-ubyte"))?)?;
-    let labels = ims3_images::idx::read_idx_u8(&find(&format!("{prefix}-labels-idx1-ubyte"))?)?;
-    anyhow::ensure!(images.dims.len() == 3 && labels.dims.len() == 1 && images.dims[0] == labels.dims[0], "{}: image dims {:?} and label dims {:?} do not pair", dir.display(), images.dims, labels.dims);
-    let (h, w) = (images.dims[1], images.dims[2]);
+    let split = ims3_images::idx::IdxSplit::read(dir, prefix)?;
     Ok(ims3_im::InMemoryData {
-        values: images.data.iter().map(|&v| v as f32 / 127.5 - 1.0).collect(),
-        shape: [1, h, w],
-        labels: labels.data.iter().map(|&l| l as i64).collect(),
+        values: split.pixels.iter().map(|&v| v as f32 / 127.5 - 1.0).collect(),
+        shape: [1, split.height, split.width],
+        labels: split.labels.iter().map(|&l| l as i64).collect(),
     })
 }
 
@@ -881,8 +1064,10 @@ fn pretrain(a: PretrainArgs, device_spec: &str) -> Result<()> {
         seed: a.seed,
         checkpoint_every: a.checkpoint_every,
         trainable: ims3_im::Trainable::All,
+        ema_decay: a.ema_decay,
         ..Default::default()
     };
+    train.validate().map_err(anyhow::Error::msg)?;
     train.optimizer.lr = a.lr;
     train.loss.im = false;
     train.loss.minimax = false;
@@ -893,6 +1078,47 @@ fn pretrain(a: PretrainArgs, device_spec: &str) -> Result<()> {
     let path = a.out.join("model.safetensors");
     ims3_dit::save_dit(&ema, &cfg, &path)?;
     println!("pretrain: {} of {} steps; EMA weights in {}", out.steps_done, out.total_steps, path.display());
+    Ok(())
+}
+
+fn train_encoder(a: TrainEncoderArgs, device_spec: &str) -> Result<()> {
+    use ims3_eval::classifier::{ClassifierSpec, FitOptions, GreySet, classifier_accuracy, fit_classifier, save_classifier};
+    let started = std::time::Instant::now();
+    let train = ims3_images::idx::IdxSplit::read(&a.idx, "train")?;
+    let test = ims3_images::idx::IdxSplit::read(&a.idx, "t10k")?;
+    anyhow::ensure!(train.height == train.width, "{}: images are {}x{}, square ones needed", a.idx.display(), train.height, train.width);
+    let n = a.limit.unwrap_or(train.len()).min(train.len());
+    let side = train.height;
+    let classes = train.labels.iter().copied().max().unwrap_or(0) as usize + 1;
+    // Normalisation from the training pixels used.
+    let px = &train.pixels[..n * side * side];
+    let (mean, std) = grey_stats(px);
+    let spec = ClassifierSpec { depth: a.depth, width: a.width, channels: 1, im_size: side, num_classes: classes, norm: "instance".into(), mean, std };
+    let opts = FitOptions { epochs: a.epochs, batch_size: a.batch, lr: a.lr, seed: a.seed, ..Default::default() };
+    let device = ims3_backend::open_device(device_spec)?;
+    let set = GreySet { pixels: px, labels: &train.labels[..n], side };
+    eprintln!("train-encoder: ConvNet-{} width {} on {n} images {side}x{side}, {classes} classes, {} epochs", a.depth, a.width, a.epochs);
+    let per_epoch = n.div_ceil(a.batch) as u64;
+    let pb = ims3_diffusion::progress_bar(per_epoch * a.epochs as u64, "encoder", true);
+    let (net, losses) = fit_classifier(&spec, &set, &opts, &device, |e, l| {
+        pb.set_message(format!("epoch {} loss {l:.3}", e + 1));
+        pb.inc(1);
+    })
+    .map_err(anyhow::Error::msg)?;
+    pb.finish_and_clear();
+    let test_set = GreySet { pixels: &test.pixels, labels: &test.labels, side };
+    let top1 = classifier_accuracy(&net, &spec, &test_set, &device);
+    let record = serde_json::json!({
+        "command": std::env::args().collect::<Vec<_>>(),
+        "train_images": n,
+        "options": opts,
+        "epoch_losses": losses,
+        "test_top1": top1,
+        "test_images": test.len(),
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    save_classifier(&net, &spec, &record, &a.out)?;
+    println!("train-encoder: epoch losses {losses:.4?}; test top-1 {top1:.2}% on {} images; wrote {}", test.len(), a.out.display());
     Ok(())
 }
 

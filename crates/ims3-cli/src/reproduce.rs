@@ -16,7 +16,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 
-const BUILTIN: [(&str, &str); 6] = [
+const BUILTIN: [(&str, &str); 7] = [
+    ("fashion-mnist-ipc10", include_str!("../../../recipes/fashion-mnist-ipc10.toml")),
     ("imagewoof-ipc10", include_str!("../../../recipes/imagewoof-ipc10.toml")),
     ("imagewoof-ipc10-dit", include_str!("../../../recipes/imagewoof-ipc10-dit.toml")),
     ("imagewoof-ipc10-im", include_str!("../../../recipes/imagewoof-ipc10-im.toml")),
@@ -173,14 +174,24 @@ impl Recipe {
         BUILTIN.iter().map(|(n, _)| *n).collect()
     }
 
-    pub fn get(name_or_path: &str) -> Result<(Self, String)> {
-        let (text, origin) = match BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
+    /// A recipe's text and where it came from (built-in name or path).
+    pub fn text(name_or_path: &str) -> Result<(String, String)> {
+        Ok(match BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
             Some((_, t)) => (t.to_string(), format!("recipes/{name_or_path}.toml")),
             None if name_or_path.ends_with(".toml") => {
                 (std::fs::read_to_string(name_or_path).with_context(|| format!("{name_or_path}: cannot read"))?, name_or_path.to_string())
             }
             None => bail!("unknown recipe '{name_or_path}' (known: {}; or a path to a .toml)", Self::names().join(", ")),
-        };
+        })
+    }
+
+    /// The recipe's `kind` (absent: the ImageNet-subset pipeline).
+    pub fn kind(text: &str) -> Option<String> {
+        text.parse::<toml::Table>().ok()?.get("kind")?.as_str().map(str::to_string)
+    }
+
+    pub fn get(name_or_path: &str) -> Result<(Self, String)> {
+        let (text, origin) = Self::text(name_or_path)?;
         let r: Recipe = crate::parse_toml(&text, &origin)?;
         ensure!(r.ipc >= 1 && r.select.groups >= 1, "{origin}: ipc and select.groups must be at least 1");
         Ok((r, text))
@@ -211,7 +222,24 @@ pub struct ReproduceArgs {
     pub cache: Option<PathBuf>,
 }
 
-fn git_revision() -> Option<String> {
+/// Runs `ims3 --device <device> <args>` as stage `name` unless `<run_dir>/<name>.done` says it
+/// finished before; writes that marker after a successful run. Returns (seconds, skipped).
+pub(crate) fn run_stage(exe: &Path, device: &str, run_dir: &Path, name: &str, args: &[String]) -> Result<(f64, bool)> {
+    let marker = run_dir.join(format!("{name}.done"));
+    if marker.is_file() {
+        eprintln!("reproduce: {name}: done before, skipped");
+        return Ok((0.0, true));
+    }
+    eprintln!("reproduce: {name}: ims3 {}", args.join(" "));
+    let t = Instant::now();
+    let status = std::process::Command::new(exe).arg("--device").arg(device).args(args).status()?;
+    ensure!(status.success(), "stage {name} failed ({status}); fix the cause and rerun the same command to continue");
+    let secs = t.elapsed().as_secs_f64();
+    ims3_images::atomic_write(&marker, format!("{{\"seconds\": {secs}}}\n").as_bytes())?;
+    Ok((secs, false))
+}
+
+pub(crate) fn git_revision() -> Option<String> {
     let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -219,12 +247,28 @@ fn git_revision() -> Option<String> {
 pub fn run(a: ReproduceArgs, device: &str) -> Result<()> {
     if a.list || a.recipe.is_none() {
         for n in Recipe::names() {
+            let (text, origin) = Recipe::text(n)?;
+            if Recipe::kind(&text).is_some() {
+                let r: crate::ablation::AblationRecipe = crate::parse_toml(&text, &origin)?;
+                println!("{n:<22} {} IPC {}, CPU job: random real, DiT, IM, S3, IMS3 side by side", r.dataset, r.ipc);
+                continue;
+            }
             let (r, _) = Recipe::get(n)?;
             println!("{n:<22} {} IPC {}, {}{}", r.dataset, r.ipc, if r.finetune { "IM" } else { "DiT" }, if r.select.groups > 1 { " + S3" } else { "" });
         }
         return Ok(());
     }
-    let (recipe, text) = Recipe::get(a.recipe.as_deref().expect("checked"))?;
+    let name = a.recipe.as_deref().expect("checked");
+    let (text, origin) = Recipe::text(name)?;
+    match Recipe::kind(&text).as_deref() {
+        None => {}
+        Some("pixel-ablation") => {
+            let r: crate::ablation::AblationRecipe = crate::parse_toml(&text, &origin)?;
+            return crate::ablation::run(r, &text, &a, device);
+        }
+        Some(k) => bail!("{origin}: unknown recipe kind '{k}' (known: pixel-ablation, or none for the ImageNet-subset pipeline)"),
+    }
+    let (recipe, text) = Recipe::get(name)?;
     if recipe.gpu && !device.starts_with("cuda") && !device.starts_with("wgpu") && !a.allow_cpu {
         bail!("recipe {} needs a GPU (it fine-tunes and samples DiT-XL/2); run with --device cuda:0, or pass --allow-cpu to run it on the CPU anyway", recipe.name);
     }
@@ -260,19 +304,8 @@ pub fn run(a: ReproduceArgs, device: &str) -> Result<()> {
     let mut timings: Vec<(String, f64, bool)> = Vec::new();
     let heads: Vec<String> = recipe.assets.heads.map(|h| vec!["--heads".into(), h.to_string()]).unwrap_or_default();
     let mut stage = |name: &str, args: Vec<String>| -> Result<()> {
-        let marker = run_dir.join(format!("{name}.done"));
-        if marker.is_file() {
-            eprintln!("reproduce: {name}: done before, skipped");
-            timings.push((name.into(), 0.0, true));
-            return Ok(());
-        }
-        eprintln!("reproduce: {name}: ims3 {}", args.join(" "));
-        let t = Instant::now();
-        let status = std::process::Command::new(&exe).arg("--device").arg(device).args(&args).status()?;
-        ensure!(status.success(), "stage {name} failed ({status}); fix the cause and rerun the same command to continue");
-        let secs = t.elapsed().as_secs_f64();
-        ims3_images::atomic_write(&marker, format!("{{\"seconds\": {secs}}}\n").as_bytes())?;
-        timings.push((name.into(), secs, false));
+        let (secs, skipped) = run_stage(&exe, device, &run_dir, name, &args)?;
+        timings.push((name.into(), secs, skipped));
         Ok(())
     };
     let p = |x: &Path| x.display().to_string();

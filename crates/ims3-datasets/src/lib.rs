@@ -14,17 +14,19 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-const BUILTIN: [(&str, &str); 3] = [
+const BUILTIN: [(&str, &str); 4] = [
     ("imagewoof", include_str!("../../../datasets/imagewoof.toml")),
     ("imagenette", include_str!("../../../datasets/imagenette.toml")),
     ("imageidc", include_str!("../../../datasets/imageidc.toml")),
+    ("fashion-mnist", include_str!("../../../datasets/fashion-mnist.toml")),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassSpec {
     pub wnid: String,
-    /// Index among the 1000 ImageNet-1K classes (sorted wnids).
+    /// Index among the 1000 ImageNet-1K classes (sorted wnids): the label the DiT is
+    /// conditioned on (for Fashion-MNIST, its own label 0..9).
     pub imagenet: i64,
     pub name: String,
 }
@@ -41,7 +43,7 @@ pub struct DatasetSpec {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
-    #[error("unknown dataset '{0}' (known: imagewoof, imagenette, imageidc, or a path to a spec .toml)")]
+    #[error("unknown dataset '{0}' (known: imagewoof, imagenette, imageidc, fashion-mnist, or a path to a spec .toml)")]
     Unknown(String),
     #[error("{path}: {why}")]
     Spec { path: String, why: String },
@@ -266,6 +268,9 @@ mod tests {
         // The quirk: folder order is sorted wnids, so the first ImageWoof class (n02096294) is 5.
         assert_eq!(woof.folder_index_labels(), vec![5, 4, 8, 2, 0, 3, 1, 9, 6, 7]);
         assert!(matches!(DatasetSpec::get("imagefruit"), Err(DatasetError::Unknown(_))));
+        // Fashion-MNIST's ids sort in label order, so folder indices are the labels.
+        let fm = DatasetSpec::get("fashion-mnist").unwrap();
+        assert_eq!(fm.folder_index_labels(), (0..10).collect::<Vec<i64>>());
     }
 
     #[test]

@@ -47,7 +47,8 @@ impl ConvNetConfig {
         let mut norms = Vec::new();
         let mut cin = self.channels;
         for d in 0..self.depth {
-            let pad = if self.channels == 1 && d == 0 { 3 } else { 1 };
+            // 28 px grey inputs are padded to act as 32 px (DC/IDC); any other size keeps 1.
+            let pad = if self.channels == 1 && self.im_size == 28 && d == 0 { 3 } else { 1 };
             convs.push(Conv2dConfig::new([cin, self.width], [3, 3]).with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad)).init(device));
             norms.push(NormLayer::new(self.norm, self.width, device));
             cin = self.width;

@@ -3,8 +3,10 @@
 //! - `resnet_ap.rs`: ResNet-AP-10/18 (checked against the `resnet_ap` fixtures).
 //! - `resnet_idc.rs`: IDC's ResNet (torchvision layout, instance or batch norm).
 //! - `convnet.rs`: IDC's ConvNet-3..6 for small images.
+//! - `classifier.rs`: a ConvNet trained on a whole real set, the encoder of the small-image job.
 //! - `protocol.rs`: the distilled-set training protocol and its reporting.
 
+pub mod classifier;
 pub mod convnet;
 pub mod protocol;
 pub mod resnet_ap;

@@ -99,6 +99,9 @@ pub struct EvalConfig {
     pub threads: usize,
     /// Width of the ConvNet (IDC: 128).
     pub convnet_width: usize,
+    /// Test transform: resize to size / 0.875 and centre-crop (the reference's, for ImageNet
+    /// images); off, test images of the training size are used as they are.
+    pub test_resize: bool,
 }
 
 impl EvalConfig {
@@ -126,7 +129,24 @@ impl EvalConfig {
             eval_every: (epochs / 100).max(1),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             convnet_width: 128,
+            test_resize: true,
         }
+    }
+
+    /// The protocol on small grey images (Fashion-MNIST): one channel normalised with the
+    /// real training set's `mean` and `std`; RandomResizedCrop (scale 0.5-1) and flip, but
+    /// none of the colour augmentations (RandAugment, ColorJitter, Lighting); CutMix kept;
+    /// test images used as they are (no resize and crop).
+    pub fn grey(net: NetKind, size: usize, ipc: usize, mean: f32, std: f32) -> Self {
+        let mut cfg = Self::reference(net, size, ipc);
+        cfg.channels = 1;
+        cfg.mean = vec![mean];
+        cfg.std = vec![std];
+        cfg.augment.rand_augment = None;
+        cfg.augment.color_jitter = None;
+        cfg.augment.lighting = 0.0;
+        cfg.test_resize = false;
+        cfg
     }
 
     /// The learning rate during `epoch` (MultiStepLR).
@@ -295,8 +315,10 @@ fn reinit_seeded(net: EvalNet, kind: &NetKind, seed: u64) -> EvalNet {
 }
 
 /// Test images cropped once (`eval_crop`): every evaluation then only converts them.
-fn eval_cropped(set: &ImageSet, size: usize) -> ImageSet {
-    ImageSet { images: set.images.iter().map(|i| eval_crop(i, size)).collect(), labels: set.labels.clone(), classes: set.classes.clone() }
+fn eval_cropped(set: &ImageSet, cfg: &EvalConfig) -> ImageSet {
+    let size = cfg.size;
+    let crop = |i: &Rgb8| if !cfg.test_resize && (i.width, i.height) == (size, size) { i.clone() } else { eval_crop(i, size) };
+    ImageSet { images: set.images.iter().map(crop).collect(), labels: set.labels.clone(), classes: set.classes.clone() }
 }
 
 /// Transforms `idx` of `set` on `threads` threads: the training transform, image `k` of the
@@ -334,7 +356,7 @@ fn batch_pixels(set: &ImageSet, idx: &[usize], cfg: &EvalConfig, train: Option<(
 
 /// Top-1 accuracy (%) of `net` on `set` (test transform: resize, centre crop, normalise).
 pub fn accuracy(net: &EvalNet, set: &ImageSet, cfg: &EvalConfig, device: &Device) -> f64 {
-    accuracy_cropped(net, &eval_cropped(set, cfg.size), cfg, device)
+    accuracy_cropped(net, &eval_cropped(set, cfg), cfg, device)
 }
 
 fn accuracy_cropped(net: &EvalNet, set: &ImageSet, cfg: &EvalConfig, device: &Device) -> f64 {
@@ -342,7 +364,9 @@ fn accuracy_cropped(net: &EvalNet, set: &ImageSet, cfg: &EvalConfig, device: &De
     let plain = device.clone().inner();
     let mut correct = 0usize;
     let idx: Vec<usize> = (0..set.len()).collect();
-    for ids in idx.chunks(cfg.batch_size.max(1) * 2) {
+    // Large test batches: no gradients are kept, and small images fit many at once.
+    let chunk = if cfg.size <= 64 { 500 } else { cfg.batch_size.max(1) * 2 };
+    for ids in idx.chunks(chunk) {
         let x = batch_pixels(set, ids, cfg, None);
         let x = Tensor::<1>::from_floats(x.as_slice(), &plain).reshape([ids.len(), cfg.channels, cfg.size, cfg.size]);
         let pred: Vec<i64> = net.forward(x).argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().expect("ints");
@@ -393,8 +417,8 @@ pub fn train_and_eval(
         .with_weight_decay((cfg.weight_decay > 0.0).then(|| WeightDecayConfig::new(cfg.weight_decay as f32)))
         .init();
     let ce = burn::nn::loss::CrossEntropyLossConfig::new().init(&ad);
-    let test_cropped = eval_cropped(test, cfg.size);
-    let val_cropped = val.map(|v| eval_cropped(v, cfg.size));
+    let test_cropped = eval_cropped(test, cfg);
+    let val_cropped = val.map(|v| eval_cropped(v, cfg));
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
     let (mut curve, mut first_loss, mut last_loss) = (Vec::new(), f64::NAN, f64::NAN);
@@ -508,6 +532,7 @@ impl EvalReport {
                 "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "milestones": cfg.milestones,
                 "gamma": cfg.gamma, "cutmix_beta": cfg.cutmix_beta, "eval_every": cfg.eval_every,
                 "norm": format!("{:?}", cfg.norm), "augment": format!("{:?}", cfg.augment),
+                "convnet_width": cfg.convnet_width, "test_resize": cfg.test_resize, "mean": cfg.mean, "std": cfg.std,
             }),
             final_top1: pick(&|s| s.final_top1),
             best_top1: pick(&|s| s.best_top1),

@@ -84,3 +84,60 @@ impl FeatureEncoder for ResNet18Encoder {
         self.name.clone()
     }
 }
+
+/// The small-image encoder: a ConvNet classifier trained on the real training set
+/// (`ims3 train-encoder`; `ims3_eval::classifier`), features before its classifier layer.
+/// Preprocessing: mean of the three planes (grey), `(x + 1) / 2`, bilinear resize to the
+/// network's size if needed, `(x - mean) / std` with the training set's statistics.
+pub struct ConvNetEncoder {
+    pub model: ims3_eval::ConvNet,
+    pub spec: ims3_eval::classifier::ClassifierSpec,
+    pub device: Device,
+    pub name: String,
+}
+
+impl ConvNetEncoder {
+    /// Loads a file written by `ims3 train-encoder`.
+    pub fn load(path: &std::path::Path, device: Device) -> Result<Self, ims3_weights::WeightsError> {
+        let (model, spec) = ims3_eval::classifier::load_classifier(path, &device)?;
+        let name = format!("convnet{}-w{}-{}", spec.depth, spec.width, path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default());
+        Ok(Self { model, spec, device, name })
+    }
+
+    /// One grey plane `[size, size]`, normalised.
+    pub fn preprocess(&self, img: &Rgb) -> Vec<f32> {
+        let s = self.spec.im_size;
+        let img = if (img.height, img.width) == (s, s) { img.clone() } else { ims3_images::resize_bilinear(img, s, s) };
+        let plane = s * s;
+        (0..plane)
+            .map(|i| {
+                let g = (img.data[i] + img.data[plane + i] + img.data[2 * plane + i]) / 3.0;
+                ((g + 1.0) * 0.5 - self.spec.mean) / self.spec.std
+            })
+            .collect()
+    }
+}
+
+impl FeatureEncoder for ConvNetEncoder {
+    fn dim(&self) -> usize {
+        self.spec.feature_dim().expect("a loaded spec is valid")
+    }
+
+    fn encode(&self, images: &[Rgb]) -> Vec<Vec<f64>> {
+        let s = self.spec.im_size;
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(256) {
+            let data: Vec<f32> = chunk.iter().flat_map(|im| self.preprocess(im)).collect();
+            let x = Tensor::<1>::from_floats(data.as_slice(), &self.device).reshape([chunk.len(), 1, s, s]);
+            let f = self.model.features(x);
+            let [n, d] = f.dims();
+            let v: Vec<f32> = f.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 features");
+            out.extend((0..n).map(|i| l2_normalize(&v[i * d..(i + 1) * d].iter().map(|&x| x as f64).collect::<Vec<_>>())));
+        }
+        out
+    }
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+}

@@ -52,6 +52,67 @@ pub fn parse_idx_u8(bytes: &[u8]) -> Result<IdxU8, String> {
     Ok(IdxU8 { dims, data: bytes[head..].to_vec() })
 }
 
+/// A split of an IDX image dataset: `<prefix>-images-idx3-ubyte[.gz]` with
+/// `<prefix>-labels-idx1-ubyte[.gz]` (prefix `train` or `t10k` for (Fashion-)MNIST).
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdxSplit {
+    /// Row-major `[n, height, width]` grey values.
+    pub pixels: Vec<u8>,
+    pub labels: Vec<u8>,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl IdxSplit {
+    /// Reads the pair from `dir`, preferring the gzipped files; the error names the folder and
+    /// the file that is missing or does not pair.
+    pub fn read(dir: &Path, prefix: &str) -> Result<Self, ImageError> {
+        let find = |stem: String| -> Result<std::path::PathBuf, ImageError> {
+            [format!("{stem}.gz"), stem.clone()].into_iter().map(|n| dir.join(n)).find(|p| p.is_file()).ok_or_else(|| ImageError::Read {
+                path: dir.join(&stem),
+                why: format!("no {stem}[.gz] in {}", dir.display()),
+            })
+        };
+        let images_path = find(format!("{prefix}-images-idx3-ubyte"))?;
+        let images = read_idx_u8(&images_path)?;
+        let labels = read_idx_u8(&find(format!("{prefix}-labels-idx1-ubyte"))?)?;
+        if images.dims.len() != 3 || labels.dims.len() != 1 || images.dims[0] != labels.dims[0] {
+            return Err(bad(&images_path, format!("image dims {:?} and label dims {:?} do not pair", images.dims, labels.dims)));
+        }
+        Ok(Self { pixels: images.data, labels: labels.data, height: images.dims[1], width: images.dims[2] })
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Image `i` as grey bytes, row-major.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let n = self.height * self.width;
+        &self.pixels[i * n..(i + 1) * n]
+    }
+
+    /// Image `i` as an RGB image with values in [-1, 1] (the grey value in all three planes).
+    pub fn rgb(&self, i: usize) -> crate::Rgb {
+        let g: Vec<f32> = self.image(i).iter().map(|&v| v as f32 / 127.5 - 1.0).collect();
+        crate::Rgb::new(self.width, self.height, [g.as_slice(), g.as_slice(), g.as_slice()].concat())
+    }
+
+    /// Image `i` as an 8-bit RGB image (the grey value in all three channels).
+    pub fn rgb8(&self, i: usize) -> crate::pil::Rgb8 {
+        crate::pil::Rgb8::from_grey(self.width, self.height, self.image(i))
+    }
+
+    /// Indices of the images of class `c`, in file order.
+    pub fn of_class(&self, c: u8) -> Vec<usize> {
+        (0..self.len()).filter(|&i| self.labels[i] == c).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

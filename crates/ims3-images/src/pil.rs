@@ -177,6 +177,12 @@ impl Rgb8 {
     }
 
     /// Horizontal flip.
+    /// A grey image (`convert("RGB")` of an `L` image): the value in all three channels.
+    pub fn from_grey(width: usize, height: usize, grey: &[u8]) -> Self {
+        assert_eq!(grey.len(), width * height, "grey data length");
+        Self { width, height, data: grey.iter().flat_map(|&v| [v, v, v]).collect() }
+    }
+
     pub fn flip_horizontal(&self) -> Self {
         let mut out = self.clone();
         for y in 0..self.height {

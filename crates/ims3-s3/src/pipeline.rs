@@ -87,6 +87,25 @@ pub fn real_centroid(
     Ok((centroid(&feats), feats.len(), skipped))
 }
 
+/// Real centroid of the images with `label` in an IDX split (Fashion-MNIST): up to
+/// `max_images` of them, picked by a seeded shuffle of their indices; returns how many were used.
+pub fn real_centroid_idx(encoder: &dyn FeatureEncoder, split: &ims3_images::idx::IdxSplit, label: u8, opts: &RealOptions) -> (Vec<f64>, usize) {
+    let mut ids = split.of_class(label);
+    if ids.len() > opts.max_images {
+        ids.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed));
+        ids.truncate(opts.max_images);
+    }
+    let mut feats = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(opts.batch.max(1)) {
+        let imgs: Vec<Rgb> = chunk.iter().map(|&i| split.rgb(i)).collect();
+        feats.extend(encoder.encode(&imgs));
+    }
+    if feats.is_empty() {
+        return (vec![0.0; encoder.dim()], 0);
+    }
+    (centroid(&feats), feats.len())
+}
+
 /// Reads `<dir>/<class>.safetensors` (`images` [N, 3, H, W]).
 pub fn read_candidates(dir: &Path, class: &str) -> Result<Vec<Rgb>, PipelineError> {
     let path = dir.join(format!("{class}.safetensors"));

@@ -1,0 +1,487 @@
+//! The small-image job (`recipes/fashion-mnist-ipc10.toml`, `kind = "pixel-ablation"`): IMS3
+//! and its ablations end to end on a dataset the package registries ship, on the CPU.
+//!
+//! Inputs: a pixel-space DiT pretrained on the real training set (`ims3 pretrain`) standing in
+//! for DiT-XL/2, a ConvNet classifier trained on it (`ims3 train-encoder`) standing in for the
+//! ImageNet ResNet-18 of S3, and the IDX files. Stages, each recorded by `<run>/<stage>.done`:
+//!
+//! ```text
+//! finetune      IM fine-tuning (Difffit) of the DiT on the real training set
+//! sample-dit    G x IPC candidates per class from the pretrained DiT
+//! sample-im     the same from the IM fine-tuned DiT (same noise)
+//! select-s3     S3 over the pretrained DiT's candidates
+//! select-ims3   S3 over the IM candidates (= IMS3)
+//! arms          the five distilled sets as folders: random real, DiT (group 0), IM (group 0), S3, IMS3
+//! eval-<arm>    ConvNet-3 on each set, tested on the 10k real test images, one network per seed
+//! report        results.md/json (table, literature), contact sheets, embedding plot, coverage/density
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use ims3_features::FeatureEncoder;
+use ims3_images::Rgb;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::reproduce::{SampleSettings, SelectSettings};
+
+/// The five distilled sets compared, in table order.
+pub const ARMS: [(&str, &str); 5] = [
+    ("random-real", "random real subset"),
+    ("dit", "plain DiT samples"),
+    ("im", "IM only"),
+    ("s3", "S3 only"),
+    ("ims3", "IMS3 (IM + S3)"),
+];
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PixelAssets {
+    /// The pretrained pixel-space DiT (`ims3 pretrain`), relative to the working directory.
+    pub dit: PathBuf,
+    /// The ConvNet encoder (`ims3 train-encoder`).
+    pub encoder: PathBuf,
+    /// Folder with the IDX files (default: Debian's /usr/share/datasets/fashion-mnist if
+    /// present, else `<cache>/fashion-mnist` from `ims3 fetch`).
+    #[serde(default)]
+    pub idx: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PixelEval {
+    pub net: String,
+    pub width: usize,
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub seeds: Vec<u64>,
+    /// Test every this many epochs (and after the last): the best-epoch column's grid.
+    pub eval_every: usize,
+    /// Evaluations run at once (separate processes).
+    #[serde(default = "one")]
+    pub parallel: usize,
+}
+fn one() -> usize {
+    1
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSettings {
+    /// Real training images per class encoded for the plot and coverage/density.
+    pub real_per_class: usize,
+    /// k of the k-NN balls (Naeem et al. use 5).
+    pub k: usize,
+}
+
+/// A published figure, quoted with where it was found.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Literature {
+    pub method: String,
+    pub top1: String,
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AblationRecipe {
+    pub name: String,
+    pub kind: String,
+    pub dataset: String,
+    pub ipc: usize,
+    #[serde(default)]
+    pub seed: u64,
+    pub assets: PixelAssets,
+    /// TrainConfig keys for the IM fine-tuning.
+    #[serde(default)]
+    pub train: toml::Table,
+    #[serde(default)]
+    pub sample: SampleSettings,
+    #[serde(default)]
+    pub select: SelectSettings,
+    pub eval: PixelEval,
+    pub report: ReportSettings,
+    #[serde(default)]
+    pub literature: Vec<Literature>,
+}
+
+pub const STAGES: [&str; 6] = ["finetune", "sample", "select", "arms", "eval", "report"];
+
+fn idx_dir(recipe: &AblationRecipe, cache: &Path) -> PathBuf {
+    if let Some(p) = &recipe.assets.idx {
+        return p.clone();
+    }
+    let debian = PathBuf::from("/usr/share/datasets/fashion-mnist");
+    if debian.join("train-images-idx3-ubyte.gz").is_file() { debian } else { cache.join("fashion-mnist") }
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    Ok(format!("{:x}", sha2::Sha256::digest(&bytes)))
+}
+
+/// Runs the job. `text` is the recipe file's text (recorded in the manifest).
+pub fn run(recipe: AblationRecipe, text: &str, a: &crate::reproduce::ReproduceArgs, device: &str) -> Result<()> {
+    ensure!(recipe.kind == "pixel-ablation", "recipe {}: kind '{}' is not pixel-ablation", recipe.name, recipe.kind);
+    ensure!(recipe.ipc >= 1 && recipe.select.groups >= 2, "recipe {}: ipc must be at least 1 and select.groups at least 2 (S3 needs a choice)", recipe.name);
+    let started = Instant::now();
+    let run_dir = a.run_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(&recipe.name));
+    let results = a.results.clone().unwrap_or_else(|| PathBuf::from("results").join(&recipe.name));
+    let cache = a.cache.clone().unwrap_or_else(ims3_fetch::default_cache);
+    let idx = idx_dir(&recipe, &cache);
+    let spec = ims3_datasets::DatasetSpec::get(&recipe.dataset)?;
+    let missing: Vec<String> = [&recipe.assets.dit, &recipe.assets.encoder, &idx].iter().filter(|p| !p.exists()).map(|p| p.display().to_string()).collect();
+    ensure!(
+        missing.is_empty(),
+        "missing inputs: {} (the DiT and encoder are committed under assets/; the IDX files come from `apt-get install dataset-fashion-mnist` or `ims3 fetch fashion-mnist-train-images fashion-mnist-train-labels fashion-mnist-test-images fashion-mnist-test-labels`)",
+        missing.join(", ")
+    );
+    std::fs::create_dir_all(&run_dir)?;
+    std::fs::create_dir_all(&results)?;
+    if let Some(from) = a.from.as_deref() {
+        let k = STAGES.iter().position(|s| *s == from).with_context(|| format!("unknown stage '{from}' (stages: finetune, sample, select, arms, eval, report)"))?;
+        for s in &STAGES[k..] {
+            for e in std::fs::read_dir(&run_dir)?.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with(s) && n.ends_with(".done") {
+                    std::fs::remove_file(e.path())?;
+                }
+            }
+        }
+    }
+    let exe = std::env::current_exe()?;
+    let p = |x: &Path| x.display().to_string();
+    let mut timings: Vec<(String, f64, bool)> = Vec::new();
+    let mut stage = |name: &str, args: Vec<String>| -> Result<()> {
+        let r = crate::reproduce::run_stage(&exe, device, &run_dir, name, &args)?;
+        timings.push((name.to_string(), r.0, r.1));
+        Ok(())
+    };
+
+    // IM fine-tuning.
+    let cfg_path = run_dir.join("train.toml");
+    let mut train = recipe.train.clone();
+    train.entry("seed").or_insert(toml::Value::Integer(recipe.seed as i64));
+    ims3_images::atomic_write(&cfg_path, toml::to_string(&train)?.as_bytes())?;
+    let ft = run_dir.join("finetune");
+    stage("finetune", vec!["finetune".into(), "--dit".into(), p(&recipe.assets.dit), "--idx".into(), p(&idx), "--out".into(), p(&ft), "--train-config".into(), p(&cfg_path)])?;
+    let ck = ims3_im::list_checkpoints(&ft.join("checkpoints"))?.pop().map(|(_, p)| p).context("fine-tuning left no checkpoint")?;
+
+    // Candidates from both models, same noise.
+    let per_class = recipe.select.groups * recipe.ipc;
+    let sample_args = |out: &Path| -> Vec<String> {
+        vec![
+            "sample".into(), "--dit".into(), p(&recipe.assets.dit), "--dataset".into(), recipe.dataset.clone(),
+            "--per-class".into(), per_class.to_string(), "--cfg-scale".into(), recipe.sample.cfg_scale.to_string(),
+            "--steps".into(), recipe.sample.steps.clone(), "--batch".into(), recipe.sample.batch.to_string(),
+            "--seed".into(), recipe.seed.to_string(), "--out".into(), p(out),
+        ]
+    };
+    let cand_dit = run_dir.join("candidates-dit");
+    let cand_im = run_dir.join("candidates-im");
+    stage("sample-dit", sample_args(&cand_dit))?;
+    let mut args = sample_args(&cand_im);
+    args.extend(["--finetuned".into(), p(&ck)]);
+    stage("sample-im", args)?;
+
+    // S3 over each.
+    let wnids: Vec<String> = spec.classes.iter().map(|c| c.wnid.clone()).collect();
+    let select_args = |cands: &Path, out: &Path| -> Vec<String> {
+        vec![
+            "select".into(), "--encoder".into(), p(&recipe.assets.encoder), "--real-idx".into(), p(&idx), "--dataset".into(), recipe.dataset.clone(),
+            "--candidates".into(), p(cands), "--out".into(), p(out), "--classes".into(), wnids.join(","),
+            "--groups".into(), recipe.select.groups.to_string(), "--ipc".into(), recipe.ipc.to_string(),
+            "--alpha".into(), recipe.select.alpha.to_string(), "--beta".into(), recipe.select.beta.to_string(),
+            "--real-max".into(), recipe.select.real_max.to_string(), "--seed".into(), recipe.seed.to_string(),
+        ]
+    };
+    stage("select-s3", select_args(&cand_dit, &run_dir.join("s3")))?;
+    stage("select-ims3", select_args(&cand_im, &run_dir.join("ims3")))?;
+
+    // The five sets as image folders.
+    let arms_dir = run_dir.join("arms");
+    let marker = run_dir.join("arms.done");
+    if marker.is_file() {
+        eprintln!("reproduce: arms: done before, skipped");
+        timings.push(("arms".into(), 0.0, true));
+    } else {
+        let t = Instant::now();
+        write_arms(&recipe, &spec, &idx, &run_dir, &arms_dir)?;
+        ims3_images::atomic_write(&marker, format!("{{\"seconds\": {}}}\n", t.elapsed().as_secs_f64()).as_bytes())?;
+        timings.push(("arms".into(), t.elapsed().as_secs_f64(), false));
+    }
+
+    // Evaluations, `parallel` at a time.
+    let eval_args = |arm: &str| -> Vec<String> {
+        vec![
+            "eval".into(), "--distilled".into(), p(&arms_dir.join(arm)), "--test-idx".into(), p(&idx), "--dataset".into(), recipe.dataset.clone(),
+            "--net".into(), recipe.eval.net.clone(), "--width".into(), recipe.eval.width.to_string(), "--size".into(), "28".into(),
+            "--ipc".into(), recipe.ipc.to_string(), "--epochs".into(), recipe.eval.epochs.to_string(), "--batch".into(), recipe.eval.batch.to_string(),
+            "--lr".into(), recipe.eval.lr.to_string(), "--eval-every".into(), recipe.eval.eval_every.to_string(), "--seeds".into(), recipe.eval.seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
+            "--out".into(), p(&results.join(format!("eval-{arm}"))),
+        ]
+    };
+    for chunk in ARMS.chunks(recipe.eval.parallel.max(1)) {
+        let outcomes: Vec<Result<(f64, bool)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|(arm, _)| {
+                    let args = eval_args(arm);
+                    let (exe, run_dir) = (&exe, &run_dir);
+                    s.spawn(move || crate::reproduce::run_stage(exe, device, run_dir, &format!("eval-{arm}"), &args))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("evaluation thread panicked")))).collect()
+        });
+        for ((arm, _), r) in chunk.iter().zip(outcomes) {
+            let (secs, skipped) = r?;
+            timings.push((format!("eval-{arm}"), secs, skipped));
+        }
+    }
+
+    // Report.
+    let t = Instant::now();
+    let measures = report(&recipe, &spec, &idx, &arms_dir, &results, device)?;
+    timings.push(("report".into(), t.elapsed().as_secs_f64(), false));
+    let total = started.elapsed().as_secs_f64();
+    write_results(&recipe, &spec, &results, &measures, &timings, total, a, device)?;
+    let manifest = serde_json::json!({
+        "command": std::env::args().collect::<Vec<_>>(),
+        "recipe": text,
+        "git_revision": crate::reproduce::git_revision(),
+        "device": device,
+        "threads": std::thread::available_parallelism().map(|n| n.get()).ok(),
+        "inputs": {
+            "dit": {"path": p(&recipe.assets.dit), "sha256": sha256_file(&recipe.assets.dit)?},
+            "encoder": {"path": p(&recipe.assets.encoder), "sha256": sha256_file(&recipe.assets.encoder)?},
+            "idx": idx_hashes(&idx)?,
+        },
+        "stages": timings.iter().map(|(n, s, skipped)| serde_json::json!({"stage": n, "seconds": s, "skipped": skipped})).collect::<Vec<_>>(),
+        "seconds": total,
+    });
+    ims3_images::atomic_write(&run_dir.join("manifest.json"), serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+    ims3_images::atomic_write(&results.join("manifest.json"), serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+    print!("{}", std::fs::read_to_string(results.join("results.md"))?);
+    Ok(())
+}
+
+fn idx_hashes(dir: &Path) -> Result<serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    for stem in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
+        let f = [format!("{stem}.gz"), stem.to_string()].into_iter().map(|n| dir.join(n)).find(|p| p.is_file());
+        if let Some(f) = f {
+            m.insert(f.file_name().unwrap().to_string_lossy().into_owned(), serde_json::Value::String(sha256_file(&f)?));
+        }
+    }
+    Ok(serde_json::Value::Object(m))
+}
+
+fn to_unit(img: &Rgb) -> Rgb {
+    img.clone().map(|v| ((v + 1.0) * 0.5).clamp(0.0, 1.0))
+}
+
+/// Writes `<arms>/<arm>/<class>/NNNN.png` for the five sets (temp folder + rename per arm).
+fn write_arms(recipe: &AblationRecipe, spec: &ims3_datasets::DatasetSpec, idx: &Path, run_dir: &Path, arms: &Path) -> Result<()> {
+    let train = ims3_images::idx::IdxSplit::read(idx, "train")?;
+    let ipc = recipe.ipc;
+    for (arm, _) in ARMS {
+        let tmp = arms.join(format!(".{arm}.tmp"));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        for (k, class) in spec.classes.iter().enumerate() {
+            let dir = tmp.join(&class.wnid);
+            let images: Vec<Rgb> = match arm {
+                "random-real" => {
+                    let mut ids = train.of_class(class.imagenet as u8);
+                    ensure!(ids.len() >= ipc, "{}: class {} has {} training images, fewer than {ipc}", idx.display(), class.wnid, ids.len());
+                    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(recipe.seed);
+                    rng.set_stream(k as u64);
+                    ids.shuffle(&mut rng);
+                    ids[..ipc].iter().map(|&i| train.rgb(i)).collect()
+                }
+                "dit" | "im" => {
+                    let c = ims3_s3::pipeline::read_candidates(&run_dir.join(format!("candidates-{arm}")), &class.wnid)?;
+                    c[..ipc].to_vec()
+                }
+                _ => {
+                    let src = run_dir.join(arm).join("final_distilled/train").join(&class.wnid);
+                    let files = ims3_images::list_images(&src)?;
+                    ensure!(files.len() == ipc, "{}: {} images, expected {ipc}", src.display(), files.len());
+                    files.iter().map(|f| ims3_images::read_rgb(f).map(|i| i.map(|v| v * 2.0 - 1.0))).collect::<Result<_, _>>()?
+                }
+            };
+            for (i, img) in images.iter().enumerate() {
+                ims3_images::write_png(&dir.join(format!("{i:04}.png")), &to_unit(img))?;
+            }
+        }
+        let dst = arms.join(arm);
+        if dst.exists() {
+            std::fs::remove_dir_all(&dst)?;
+        }
+        std::fs::rename(&tmp, &dst)?;
+    }
+    Ok(())
+}
+
+/// Feature measures of one arm, averaged over classes.
+#[derive(Clone, Debug, Serialize)]
+pub struct ArmMeasures {
+    pub arm: String,
+    pub coverage: f64,
+    pub density: f64,
+    /// Cosine distance between the arm's class centroid and the real one (S3's closeness).
+    pub centroid_distance: f64,
+    /// Mean pairwise Euclidean distance of the arm's features within a class (spread).
+    pub spread: f64,
+}
+
+fn read_arm(arms: &Path, arm: &str, spec: &ims3_datasets::DatasetSpec) -> Result<Vec<Vec<Rgb>>> {
+    spec.classes
+        .iter()
+        .map(|c| {
+            let files = ims3_images::list_images(&arms.join(arm).join(&c.wnid))?;
+            files.iter().map(|f| ims3_images::read_rgb(f).map(|i| i.map(|v| v * 2.0 - 1.0)).map_err(anyhow::Error::from)).collect()
+        })
+        .collect()
+}
+
+fn mean_pairwise(f: &[Vec<f64>]) -> f64 {
+    let (mut s, mut n) = (0.0, 0usize);
+    for i in 0..f.len() {
+        for j in i + 1..f.len() {
+            s += f[i].iter().zip(&f[j]).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
+            n += 1;
+        }
+    }
+    if n == 0 { 0.0 } else { s / n as f64 }
+}
+
+/// Contact sheets, the embedding plot and the feature measures.
+fn report(recipe: &AblationRecipe, spec: &ims3_datasets::DatasetSpec, idx: &Path, arms: &Path, results: &Path, device: &str) -> Result<Vec<ArmMeasures>> {
+    let dev = ims3_backend::open_device(device)?;
+    let encoder = ims3_features::ConvNetEncoder::load(&recipe.assets.encoder, dev)?;
+    let train = ims3_images::idx::IdxSplit::read(idx, "train")?;
+    // Real features: a seeded choice of `real_per_class` training images per class.
+    let mut real: Vec<Vec<Vec<f64>>> = Vec::new();
+    for (k, class) in spec.classes.iter().enumerate() {
+        let mut ids = train.of_class(class.imagenet as u8);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(recipe.seed ^ 0x5eed);
+        rng.set_stream(k as u64);
+        ids.shuffle(&mut rng);
+        ids.truncate(recipe.report.real_per_class);
+        ensure!(ids.len() > recipe.report.k, "class {}: {} real images, need more than k = {}", class.wnid, ids.len(), recipe.report.k);
+        let imgs: Vec<Rgb> = ids.iter().map(|&i| train.rgb(i)).collect();
+        real.push(encoder.encode(&imgs));
+    }
+    let all_real: Vec<Vec<f64>> = real.iter().flatten().cloned().collect();
+    let pca = ims3_report::Pca::fit(&all_real, 2);
+    let background: Vec<ims3_report::Point> = real
+        .iter()
+        .enumerate()
+        .flat_map(|(c, fs)| fs.iter().map(move |f| (c, f)))
+        .map(|(c, f)| {
+            let v = pca.project(f);
+            ims3_report::Point { xy: [v[0], v[1]], class: c }
+        })
+        .collect();
+    let mut panels = Vec::new();
+    let mut measures = Vec::new();
+    for (arm, _) in ARMS {
+        let images = read_arm(arms, arm, spec)?;
+        let sheet = ims3_report::contact_sheet(&images, 2, 2);
+        ims3_images::write_png(&results.join(format!("distilled-{arm}.png")), &to_unit(&sheet))?;
+        let mut fg = Vec::new();
+        let (mut cov, mut den, mut cd, mut spread) = (0.0, 0.0, 0.0, 0.0);
+        for (c, imgs) in images.iter().enumerate() {
+            let f = encoder.encode(imgs);
+            for v in &f {
+                let p = pca.project(v);
+                fg.push(ims3_report::Point { xy: [p[0], p[1]], class: c });
+            }
+            let (cv, dn) = ims3_report::coverage_density(&real[c], &f, recipe.report.k);
+            cov += cv;
+            den += dn;
+            cd += ims3_s3::cosine_distance(&ims3_s3::centroid(&f), &ims3_s3::centroid(&real[c]));
+            spread += mean_pairwise(&f);
+        }
+        let n = images.len() as f64;
+        measures.push(ArmMeasures { arm: arm.to_string(), coverage: cov / n, density: den / n, centroid_distance: cd / n, spread: spread / n });
+        panels.push(ims3_report::Panel { background: background.clone(), foreground: fg });
+    }
+    let real_spread = real.iter().map(|f| mean_pairwise(f)).sum::<f64>() / real.len() as f64;
+    measures.push(ArmMeasures { arm: "real (reference)".into(), coverage: f64::NAN, density: f64::NAN, centroid_distance: 0.0, spread: real_spread });
+    ims3_images::write_png(&results.join("embedding.png"), &to_unit(&ims3_report::scatter_panels(&panels, 300)))?;
+    // The IMS3 set is the job's product: its sheet also under the plain name.
+    std::fs::copy(results.join("distilled-ims3.png"), results.join("contact-sheet.png"))?;
+    Ok(measures)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_results(
+    recipe: &AblationRecipe,
+    spec: &ims3_datasets::DatasetSpec,
+    results: &Path,
+    measures: &[ArmMeasures],
+    timings: &[(String, f64, bool)],
+    total: f64,
+    a: &crate::reproduce::ReproduceArgs,
+    device: &str,
+) -> Result<()> {
+    let pm = |v: &serde_json::Value| format!("{:.2} +- {:.2}", v[0].as_f64().unwrap_or(f64::NAN), v[1].as_f64().unwrap_or(f64::NAN));
+    let mut rows = Vec::new();
+    let mut md = format!(
+        "# {}\n\n{} IPC {}: {} width {} trained on each distilled set for {} epochs (batch {}, lr {}), tested on the {} real test images every {} epochs; mean +- std over seeds {:?}. \
+Coverage and density (Naeem et al. 2020, k = {}) of the set's encoder features against {} real training images per class, averaged over classes; \
+centroid distance = cosine distance of the set's class centroid to the real one; spread = mean pairwise feature distance within a class.\n\n\
+| method | top-1 final epoch | top-1 best epoch (selected on test) | coverage | density | centroid distance | spread |\n|---|---|---|---|---|---|---|\n",
+        recipe.name, spec.name, recipe.ipc, recipe.eval.net, recipe.eval.width, recipe.eval.epochs, recipe.eval.batch, recipe.eval.lr,
+        10000, recipe.eval.eval_every, recipe.eval.seeds, recipe.report.k, recipe.report.real_per_class
+    );
+    for ((arm, label), m) in ARMS.iter().zip(measures) {
+        let rep: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(results.join(format!("eval-{arm}/eval.json")))?)?;
+        md.push_str(&format!(
+            "| {label} | {} | {} | {:.3} | {:.3} | {:.4} | {:.3} |\n",
+            pm(&rep["final_top1"]), pm(&rep["best_top1"]), m.coverage, m.density, m.centroid_distance, m.spread
+        ));
+        rows.push(serde_json::json!({"arm": arm, "method": label, "final_top1": rep["final_top1"], "best_top1": rep["best_top1"], "measures": m}));
+    }
+    if let Some(r) = measures.iter().find(|m| m.arm.starts_with("real")) {
+        md.push_str(&format!("| (real training images) | | | | | | {:.3} |\n", r.spread));
+    }
+    if !recipe.literature.is_empty() {
+        md.push_str("\nPublished Fashion-MNIST IPC-10 figures (ConvNet-3 width 128, other training protocols; for orientation, not a like-for-like comparison):\n\n| method | top-1 | source |\n|---|---|---|\n");
+        for l in &recipe.literature {
+            md.push_str(&format!("| {} | {} | {} |\n", l.method, l.top1, l.source));
+        }
+    }
+    md.push_str("\nPictures: `contact-sheet.png` (IMS3, one row per class), `distilled-<method>.png` for each row of the table, `embedding.png` \
+(PCA of the encoder features fitted on the real images; panels left to right: random real, DiT, IM, S3, IMS3; small pale dots are real training images, outlined squares the distilled ones, colours are classes).\n");
+    md.push_str("\n| stage | seconds |\n|---|---|\n");
+    for (n, s, skipped) in timings {
+        md.push_str(&format!("| {n} | {}{} |\n", if *skipped { "(done before)".to_string() } else { format!("{s:.0}") }, ""));
+    }
+    md.push_str(&format!(
+        "\nWall time of this invocation: {total:.0} s on {} threads. Produced by: `ims3 --device {device} reproduce {}` (via `cargo xtask reproduce {}`).\n",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        a.recipe.as_deref().unwrap_or_default(),
+        a.recipe.as_deref().unwrap_or_default()
+    ));
+    let summary = serde_json::json!({
+        "recipe": recipe.name, "dataset": spec.name, "ipc": recipe.ipc, "eval": recipe.eval, "rows": rows,
+        "literature": recipe.literature, "seconds": total,
+        "stages": timings.iter().map(|(n, s, skipped)| serde_json::json!({"stage": n, "seconds": s, "skipped": skipped})).collect::<Vec<_>>(),
+    });
+    ims3_images::atomic_write(&results.join("results.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    ims3_images::atomic_write(&results.join("results.md"), md.as_bytes())?;
+    if !measures.iter().any(|m| m.coverage.is_finite()) {
+        bail!("no measures were computed");
+    }
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! The small-image job end to end on a generated IDX dataset: `ims3 pretrain`, `ims3
+//! train-encoder`, then `ims3 reproduce` with a `pixel-ablation` recipe (IM fine-tuning, sampling
+//! from both models, S3 twice, five evaluations, report), a rerun that skips every stage, and the
+//! errors a user meets first.
+
+use std::path::Path;
+use std::process::Command;
+
+fn ims3() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ims3"))
+}
+
+fn write_idx(path: &Path, dims: &[u32], data: &[u8]) {
+    let mut b = vec![0u8, 0, 8, dims.len() as u8];
+    for d in dims {
+        b.extend(d.to_be_bytes());
+    }
+    b.extend_from_slice(data);
+    std::fs::write(path, b).unwrap();
+}
+
+/// 28x28 images: class c is a bright vertical bar at column 2c + 4 over a little noise.
+fn make_split(dir: &Path, prefix: &str, per_class: usize, salt: u32) {
+    let (mut pixels, mut labels) = (Vec::new(), Vec::new());
+    for i in 0..per_class * 10 {
+        let c = i % 10;
+        for y in 0..28u32 {
+            for x in 0..28u32 {
+                let noise = ((x * 31 + y * 17 + i as u32 * 7 + salt) % 23) as u8;
+                let bar = (x as usize).abs_diff(2 * c + 4) <= 1 && (4..24).contains(&y);
+                pixels.push(if bar { 220 + noise } else { noise });
+            }
+        }
+        labels.push(c as u8);
+    }
+    let n = labels.len() as u32;
+    write_idx(&dir.join(format!("{prefix}-images-idx3-ubyte")), &[n, 28, 28], &pixels);
+    write_idx(&dir.join(format!("{prefix}-labels-idx1-ubyte")), &[n], &labels);
+}
+
+fn ok(out: std::process::Output) -> String {
+    assert!(out.status.success(), "stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn pixel_ablation_job_runs_end_to_end_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let idx = d.join("idx");
+    std::fs::create_dir_all(&idx).unwrap();
+    make_split(&idx, "train", 8, 0);
+    make_split(&idx, "t10k", 3, 5);
+    let dit_dir = d.join("pt");
+    ok(ims3()
+        .args(["pretrain", "--hidden", "32", "--depth", "2", "--heads", "2", "--patch", "4", "--steps", "3", "--batch", "8", "--idx"])
+        .arg(&idx)
+        .arg("--out")
+        .arg(&dit_dir)
+        .output()
+        .unwrap());
+    let enc = d.join("enc.safetensors");
+    let out = ims3().args(["train-encoder", "--width", "8", "--epochs", "1", "--batch", "16", "--idx"]).arg(&idx).arg("--out").arg(&enc).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("test top-1"), "{out:?}");
+    ok(out);
+
+    let recipe = d.join("job.toml");
+    let text = format!(
+        "name = \"job\"\nkind = \"pixel-ablation\"\ndataset = \"fashion-mnist\"\nipc = 2\n\
+         [assets]\ndit = \"{}\"\nencoder = \"{}\"\nidx = \"{}\"\n\
+         [train]\nbatch_size = 4\nmax_steps = 2\nema_decay = 0.5\n\
+         [sample]\nsteps = \"3\"\nbatch = 4\n\
+         [select]\ngroups = 2\nreal_max = 5\n\
+         [eval]\nnet = \"convnet3\"\nwidth = 4\nepochs = 2\nbatch = 8\nlr = 0.01\nseeds = [0, 1]\neval_every = 1\nparallel = 2\n\
+         [report]\nreal_per_class = 8\nk = 2\n\
+         [[literature]]\nmethod = \"DSA\"\ntop1 = \"84.6 +- 0.3\"\nsource = \"a paper, Table 1\"\n",
+        dit_dir.join("model.safetensors").display(),
+        enc.display(),
+        idx.display()
+    );
+    std::fs::write(&recipe, &text).unwrap();
+    let (runs, results) = (d.join("runs"), d.join("results"));
+    let reproduce = |r: &Path| ims3().arg("reproduce").arg(r).arg("--run-dir").arg(&runs).arg("--results").arg(&results).output().unwrap();
+    ok(reproduce(&recipe));
+    let md = std::fs::read_to_string(results.join("results.md")).unwrap();
+    for row in ["| random real subset |", "| plain DiT samples |", "| IM only |", "| S3 only |", "| IMS3 (IM + S3) |", "| DSA | 84.6 +- 0.3 | a paper, Table 1 |"] {
+        assert!(md.contains(row), "{row} missing from\n{md}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(results.join("results.json")).unwrap()).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 5);
+    for r in rows {
+        let acc = r["final_top1"][0].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&acc), "{r}");
+        let cov = r["measures"]["coverage"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&cov), "{r}");
+    }
+    // Each arm holds IPC images per class; the sheets and the plot decode.
+    for arm in ["random-real", "dit", "im", "s3", "ims3"] {
+        for class in ["0-t-shirt-top", "9-ankle-boot"] {
+            assert_eq!(std::fs::read_dir(runs.join("arms").join(arm).join(class)).unwrap().count(), 2, "{arm}/{class}");
+        }
+    }
+    let sheet = image::open(results.join("contact-sheet.png")).unwrap();
+    assert_eq!((sheet.width(), sheet.height()), (2 + 2 * (56 + 2), 2 + 10 * (56 + 2)));
+    let plot = image::open(results.join("embedding.png")).unwrap();
+    assert_eq!(plot.height(), 300);
+    // The S3 rows come from the selections written by `ims3 select`.
+    assert!(runs.join("ims3/selection.json").is_file() && runs.join("s3/selection.json").is_file());
+
+    // A rerun skips every subprocess stage.
+    let stderr = ok(reproduce(&recipe));
+    for stage in ["finetune", "sample-dit", "sample-im", "select-s3", "select-ims3", "arms", "eval-ims3"] {
+        assert!(stderr.contains(&format!("{stage}: done before, skipped")), "{stage}: {stderr}");
+    }
+
+    // Errors: a missing DiT is named; a recipe key that does not exist is refused.
+    let bad = d.join("bad.toml");
+    std::fs::write(&bad, text.replace("model.safetensors", "absent.safetensors")).unwrap();
+    let out = reproduce(&bad);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("absent.safetensors"), "{out:?}");
+    std::fs::write(&bad, text.replace("k = 2", "k = 2\nkk = 3")).unwrap();
+    let out = reproduce(&bad);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("kk"), "{out:?}");
+}
+
+/// The built-in recipe parses and names the committed assets.
+#[test]
+fn builtin_fashion_mnist_recipe_is_listed() {
+    let out = ims3().args(["reproduce", "--list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("fashion-mnist-ipc10"), "{text}");
+}
