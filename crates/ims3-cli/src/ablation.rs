@@ -61,7 +61,8 @@ pub struct PixelEval {
     pub seeds: Vec<u64>,
     /// Test every this many epochs (and after the last): the best-epoch column's grid.
     pub eval_every: usize,
-    /// Evaluations run at once (separate processes).
+    /// Independent stages (the two samplings, the two selections, the evaluations) run this
+    /// many at once, each a process of its own (Flex computes on one thread per process).
     #[serde(default = "one")]
     pub parallel: usize,
 }
@@ -153,14 +154,44 @@ pub fn run(recipe: AblationRecipe, text: &str, a: &crate::reproduce::ReproduceAr
                     std::fs::remove_file(e.path())?;
                 }
             }
+            // A redone stage starts from nothing: sampling and fine-tuning would otherwise resume.
+            let outputs: &[&str] = match *s {
+                "finetune" => &["finetune"],
+                "sample" => &["candidates-dit", "candidates-im"],
+                "select" => &["s3", "ims3"],
+                "arms" => &["arms"],
+                _ => &[],
+            };
+            for o in outputs {
+                let d = run_dir.join(o);
+                if d.exists() {
+                    std::fs::remove_dir_all(&d).with_context(|| format!("{}: cannot remove", d.display()))?;
+                }
+            }
         }
     }
     let exe = std::env::current_exe()?;
     let p = |x: &Path| x.display().to_string();
     let mut timings: Vec<(String, f64, bool)> = Vec::new();
-    let mut stage = |name: &str, args: Vec<String>| -> Result<()> {
-        let r = crate::reproduce::run_stage(&exe, device, &run_dir, name, &args)?;
-        timings.push((name.to_string(), r.0, r.1));
+    let parallel = recipe.eval.parallel.max(1);
+    // Stages that do not depend on each other run `parallel` at a time, each in its own process.
+    let stages = |timings: &mut Vec<(String, f64, bool)>, list: Vec<(String, Vec<String>)>| -> Result<()> {
+        for chunk in list.chunks(parallel) {
+            let outcomes: Vec<Result<(f64, bool)>> = std::thread::scope(|s| {
+                let handles: Vec<_> = chunk
+                    .iter()
+                    .map(|(name, args)| {
+                        let (exe, run_dir) = (&exe, &run_dir);
+                        s.spawn(move || crate::reproduce::run_stage(exe, device, run_dir, name, args))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("stage thread panicked")))).collect()
+            });
+            for ((name, _), r) in chunk.iter().zip(outcomes) {
+                let (secs, skipped) = r?;
+                timings.push((name.clone(), secs, skipped));
+            }
+        }
         Ok(())
     };
 
@@ -170,7 +201,7 @@ pub fn run(recipe: AblationRecipe, text: &str, a: &crate::reproduce::ReproduceAr
     train.entry("seed").or_insert(toml::Value::Integer(recipe.seed as i64));
     ims3_images::atomic_write(&cfg_path, toml::to_string(&train)?.as_bytes())?;
     let ft = run_dir.join("finetune");
-    stage("finetune", vec!["finetune".into(), "--dit".into(), p(&recipe.assets.dit), "--idx".into(), p(&idx), "--out".into(), p(&ft), "--train-config".into(), p(&cfg_path)])?;
+    stages(&mut timings, vec![("finetune".into(), vec!["finetune".into(), "--dit".into(), p(&recipe.assets.dit), "--idx".into(), p(&idx), "--out".into(), p(&ft), "--train-config".into(), p(&cfg_path)])])?;
     let ck = ims3_im::list_checkpoints(&ft.join("checkpoints"))?.pop().map(|(_, p)| p).context("fine-tuning left no checkpoint")?;
 
     // Candidates from both models, same noise.
@@ -185,10 +216,9 @@ pub fn run(recipe: AblationRecipe, text: &str, a: &crate::reproduce::ReproduceAr
     };
     let cand_dit = run_dir.join("candidates-dit");
     let cand_im = run_dir.join("candidates-im");
-    stage("sample-dit", sample_args(&cand_dit))?;
-    let mut args = sample_args(&cand_im);
-    args.extend(["--finetuned".into(), p(&ck)]);
-    stage("sample-im", args)?;
+    let mut im_args = sample_args(&cand_im);
+    im_args.extend(["--finetuned".into(), p(&ck)]);
+    stages(&mut timings, vec![("sample-dit".into(), sample_args(&cand_dit)), ("sample-im".into(), im_args)])?;
 
     // S3 over each.
     let wnids: Vec<String> = spec.classes.iter().map(|c| c.wnid.clone()).collect();
@@ -201,8 +231,7 @@ pub fn run(recipe: AblationRecipe, text: &str, a: &crate::reproduce::ReproduceAr
             "--real-max".into(), recipe.select.real_max.to_string(), "--seed".into(), recipe.seed.to_string(),
         ]
     };
-    stage("select-s3", select_args(&cand_dit, &run_dir.join("s3")))?;
-    stage("select-ims3", select_args(&cand_im, &run_dir.join("ims3")))?;
+    stages(&mut timings, vec![("select-s3".into(), select_args(&cand_dit, &run_dir.join("s3"))), ("select-ims3".into(), select_args(&cand_im, &run_dir.join("ims3")))])?;
 
     // The five sets as image folders.
     let arms_dir = run_dir.join("arms");
@@ -227,23 +256,7 @@ pub fn run(recipe: AblationRecipe, text: &str, a: &crate::reproduce::ReproduceAr
             "--out".into(), p(&results.join(format!("eval-{arm}"))),
         ]
     };
-    for chunk in ARMS.chunks(recipe.eval.parallel.max(1)) {
-        let outcomes: Vec<Result<(f64, bool)>> = std::thread::scope(|s| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|(arm, _)| {
-                    let args = eval_args(arm);
-                    let (exe, run_dir) = (&exe, &run_dir);
-                    s.spawn(move || crate::reproduce::run_stage(exe, device, run_dir, &format!("eval-{arm}"), &args))
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("evaluation thread panicked")))).collect()
-        });
-        for ((arm, _), r) in chunk.iter().zip(outcomes) {
-            let (secs, skipped) = r?;
-            timings.push((format!("eval-{arm}"), secs, skipped));
-        }
-    }
+    stages(&mut timings, ARMS.iter().map(|(arm, _)| (format!("eval-{arm}"), eval_args(arm))).collect())?;
 
     // Report.
     let t = Instant::now();

@@ -114,6 +114,12 @@ fn pixel_ablation_job_runs_end_to_end_and_resumes() {
         assert!(stderr.contains(&format!("{stage}: done before, skipped")), "{stage}: {stderr}");
     }
 
+    // --from select redoes both selections and what follows, not the sampling.
+    let out = ims3().arg("reproduce").arg(&recipe).arg("--run-dir").arg(&runs).arg("--results").arg(&results).args(["--from", "select"]).output().unwrap();
+    let stderr = ok(out);
+    assert!(stderr.contains("sample-im: done before, skipped") && !stderr.contains("select-ims3: done before"), "{stderr}");
+    assert!(runs.join("ims3/selection.json").is_file());
+
     // Errors: a missing DiT is named; a recipe key that does not exist is refused.
     let bad = d.join("bad.toml");
     std::fs::write(&bad, text.replace("model.safetensors", "absent.safetensors")).unwrap();
