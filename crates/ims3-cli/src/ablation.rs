@@ -12,7 +12,7 @@
 //! select-s3     S3 over the pretrained DiT's candidates
 //! select-ims3   S3 over the IM candidates (= IMS3)
 //! arms          the five distilled sets as folders: random real, DiT (group 0), IM (group 0), S3, IMS3
-//! eval-<arm>    ConvNet-3 on each set, tested on the 10k real test images, one network per seed
+//! eval-<arm>-seed<s>  ConvNet-3 on each set, tested on the 10k real test images, one stage per seed
 //! report        results.md/json (table, literature), contact sheets, embedding plot, coverage/density
 //! ```
 
@@ -175,24 +175,32 @@ pub fn run(recipe: AblationRecipe, text: &str, a: &crate::reproduce::ReproduceAr
     let mut timings: Vec<(String, f64, bool)> = Vec::new();
     let parallel = recipe.eval.parallel.max(1);
     // Stages that do not depend on each other run `parallel` at a time, each in its own process.
+    // Independent stages run on `parallel` workers, each stage a process of its own; a worker
+    // takes the next stage as soon as its last one ends. Every stage is tried; the first failure
+    // is reported after the others finished (their markers keep what they did).
     let stages = |timings: &mut Vec<(String, f64, bool)>, list: Vec<(String, Vec<String>)>| -> Result<()> {
-        for chunk in list.chunks(parallel) {
-            let outcomes: Vec<Result<(f64, bool)>> = std::thread::scope(|s| {
-                let handles: Vec<_> = chunk
-                    .iter()
-                    .map(|(name, args)| {
-                        let (exe, run_dir) = (&exe, &run_dir);
-                        s.spawn(move || crate::reproduce::run_stage(exe, device, run_dir, name, args))
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("stage thread panicked")))).collect()
-            });
-            for ((name, _), r) in chunk.iter().zip(outcomes) {
-                let (secs, skipped) = r?;
-                timings.push((name.clone(), secs, skipped));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let outcomes: Vec<std::sync::Mutex<Option<Result<(f64, bool)>>>> = list.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        std::thread::scope(|s| {
+            for _ in 0..parallel.min(list.len()) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some((name, args)) = list.get(i) else { break };
+                    let r = crate::reproduce::run_stage(&exe, device, &run_dir, name, args);
+                    *outcomes[i].lock().expect("no poisoning") = Some(r);
+                });
+            }
+        });
+        let mut first_err = None;
+        for ((name, _), r) in list.iter().zip(outcomes) {
+            match r.into_inner().expect("no poisoning").unwrap_or_else(|| Err(anyhow::anyhow!("stage {name} did not run"))) {
+                Ok((secs, skipped)) => timings.push((name.clone(), secs, skipped)),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
             }
         }
-        Ok(())
+        first_err.map_or(Ok(()), Err)
     };
 
     // IM fine-tuning.
@@ -247,16 +255,19 @@ pub fn run(recipe: AblationRecipe, text: &str, a: &crate::reproduce::ReproduceAr
     }
 
     // Evaluations, `parallel` at a time.
-    let eval_args = |arm: &str| -> Vec<String> {
+    // One stage per (set, seed), so the workers stay busy to the end.
+    let eval_args = |arm: &str, seed: u64| -> Vec<String> {
         vec![
             "eval".into(), "--distilled".into(), p(&arms_dir.join(arm)), "--test-idx".into(), p(&idx), "--dataset".into(), recipe.dataset.clone(),
             "--net".into(), recipe.eval.net.clone(), "--width".into(), recipe.eval.width.to_string(), "--size".into(), "28".into(),
             "--ipc".into(), recipe.ipc.to_string(), "--epochs".into(), recipe.eval.epochs.to_string(), "--batch".into(), recipe.eval.batch.to_string(),
-            "--lr".into(), recipe.eval.lr.to_string(), "--eval-every".into(), recipe.eval.eval_every.to_string(), "--seeds".into(), recipe.eval.seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
-            "--out".into(), p(&results.join(format!("eval-{arm}"))),
+            "--lr".into(), recipe.eval.lr.to_string(), "--eval-every".into(), recipe.eval.eval_every.to_string(), "--seeds".into(), seed.to_string(),
+            "--out".into(), p(&eval_dir(&results, arm, seed)),
         ]
     };
-    stages(&mut timings, ARMS.iter().map(|(arm, _)| (format!("eval-{arm}"), eval_args(arm))).collect())?;
+    let jobs: Vec<(String, Vec<String>)> =
+        ARMS.iter().flat_map(|(arm, _)| recipe.eval.seeds.iter().map(move |&seed| (format!("eval-{arm}-seed{seed}"), eval_args(arm, seed)))).collect();
+    stages(&mut timings, jobs)?;
 
     // Report.
     let t = Instant::now();
@@ -282,6 +293,11 @@ pub fn run(recipe: AblationRecipe, text: &str, a: &crate::reproduce::ReproduceAr
     ims3_images::atomic_write(&results.join("manifest.json"), serde_json::to_string_pretty(&manifest)?.as_bytes())?;
     print!("{}", std::fs::read_to_string(results.join("results.md"))?);
     Ok(())
+}
+
+/// Where one seed's evaluation of one set is written.
+fn eval_dir(results: &Path, arm: &str, seed: u64) -> PathBuf {
+    results.join("eval").join(format!("{arm}-seed{seed}"))
 }
 
 fn idx_hashes(dir: &Path) -> Result<serde_json::Value> {
@@ -447,10 +463,9 @@ fn write_results(
     a: &crate::reproduce::ReproduceArgs,
     device: &str,
 ) -> Result<()> {
-    let pm = |v: &serde_json::Value| format!("{:.2} +- {:.2}", v[0].as_f64().unwrap_or(f64::NAN), v[1].as_f64().unwrap_or(f64::NAN));
     let mut rows = Vec::new();
     let mut md = format!(
-        "# {}\n\n{} IPC {}: {} width {} trained on each distilled set for {} epochs (batch {}, lr {}), tested on the {} real test images every {} epochs; mean +- std over seeds {:?}. \
+        "# {}\n\n{} IPC {}: {} width {} trained on each distilled set for {} epochs (batch {}, lr {}), tested on the {} real test images every {} epochs; mean +- sample std over seeds {:?}. \
 Coverage and density (Naeem et al. 2020, k = {}) of the set's encoder features against {} real training images per class, averaged over classes; \
 centroid distance = cosine distance of the set's class centroid to the real one; spread = mean pairwise feature distance within a class.\n\n\
 | method | top-1 final epoch | top-1 best epoch (selected on test) | coverage | density | centroid distance | spread |\n|---|---|---|---|---|---|---|\n",
@@ -458,12 +473,19 @@ centroid distance = cosine distance of the set's class centroid to the real one;
         10000, recipe.eval.eval_every, recipe.eval.seeds, recipe.report.k, recipe.report.real_per_class
     );
     for ((arm, label), m) in ARMS.iter().zip(measures) {
-        let rep: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(results.join(format!("eval-{arm}/eval.json")))?)?;
+        let mut seeds = Vec::new();
+        for &seed in &recipe.eval.seeds {
+            let path = eval_dir(results, arm, seed).join("eval.json");
+            let rep: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?)?;
+            seeds.push(rep["seeds"][0].clone());
+        }
+        let pick = |key: &str| -> (f64, f64) { ims3_eval::mean_std(&seeds.iter().map(|s| s[key].as_f64().unwrap_or(f64::NAN)).collect::<Vec<_>>()) };
+        let (fin, best) = (pick("final_top1"), pick("best_top1"));
         md.push_str(&format!(
-            "| {label} | {} | {} | {:.3} | {:.3} | {:.4} | {:.3} |\n",
-            pm(&rep["final_top1"]), pm(&rep["best_top1"]), m.coverage, m.density, m.centroid_distance, m.spread
+            "| {label} | {:.2} +- {:.2} | {:.2} +- {:.2} | {:.3} | {:.3} | {:.4} | {:.3} |\n",
+            fin.0, fin.1, best.0, best.1, m.coverage, m.density, m.centroid_distance, m.spread
         ));
-        rows.push(serde_json::json!({"arm": arm, "method": label, "final_top1": rep["final_top1"], "best_top1": rep["best_top1"], "measures": m}));
+        rows.push(serde_json::json!({"arm": arm, "method": label, "final_top1": [fin.0, fin.1], "best_top1": [best.0, best.1], "seeds": seeds, "measures": m}));
     }
     if let Some(r) = measures.iter().find(|m| m.arm.starts_with("real")) {
         md.push_str(&format!("| (real training images) | | | | | | {:.3} |\n", r.spread));

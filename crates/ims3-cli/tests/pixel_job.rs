@@ -110,7 +110,7 @@ fn pixel_ablation_job_runs_end_to_end_and_resumes() {
 
     // A rerun skips every subprocess stage.
     let stderr = ok(reproduce(&recipe));
-    for stage in ["finetune", "sample-dit", "sample-im", "select-s3", "select-ims3", "arms", "eval-ims3"] {
+    for stage in ["finetune", "sample-dit", "sample-im", "select-s3", "select-ims3", "arms", "eval-ims3-seed1"] {
         assert!(stderr.contains(&format!("{stage}: done before, skipped")), "{stage}: {stderr}");
     }
 
