@@ -265,6 +265,9 @@ struct SampleArgs {
     /// Images per forward batch (reference chunk: 10).
     #[arg(long, default_value_t = 10)]
     batch: usize,
+    /// ddpm (the reference's `p_sample_loop`, learned variance) or ddim (deterministic, eta 0).
+    #[arg(long, default_value = "ddpm")]
+    sampler: String,
     /// Condition on folder indices (the reference's quirk) instead of ImageNet indices.
     #[arg(long)]
     folder_index_labels: bool,
@@ -882,6 +885,7 @@ fn sample(a: SampleArgs, device_spec: &str) -> Result<()> {
         cfg.in_channels
     );
     let (cfg_channels, clip) = if vae.is_some() { (ims3_dit::CfgChannels::FirstThree, false) } else { (ims3_dit::CfgChannels::AllEps, true) };
+    anyhow::ensure!(["ddpm", "ddim"].contains(&a.sampler.as_str()), "unknown --sampler '{}' (expected ddpm or ddim)", a.sampler);
     let diffusion = GaussianDiffusion::dit(&a.steps)?;
     let quirk = spec.folder_index_labels();
     std::fs::create_dir_all(&a.out)?;
@@ -903,7 +907,10 @@ fn sample(a: SampleArgs, device_spec: &str) -> Result<()> {
             let x = Tensor::cat(vec![z.clone(), z], 0);
             let labels = Tensor::<1, Int>::from_ints(vec![label; b].as_slice(), &device);
             let net = model.cfg_denoiser(labels, a.cfg_scale, cfg_channels);
-            let x = diffusion.p_sample_loop(&net, x, clip, &mut noise, true);
+            let x = match a.sampler.as_str() {
+                "ddpm" => diffusion.p_sample_loop(&net, x, clip, &mut noise, true),
+                _ => diffusion.ddim_sample_loop(&net, x, clip, 0.0, &mut noise, true),
+            };
             let x = x.narrow(0, 0, b).narrow(1, 0, cfg.in_channels);
             match &vae {
                 Some(vae) => images.extend(vae.decode_to_images(x, b, false)),

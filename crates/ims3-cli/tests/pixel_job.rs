@@ -120,6 +120,14 @@ fn pixel_ablation_job_runs_end_to_end_and_resumes() {
     assert!(stderr.contains("sample-im: done before, skipped") && !stderr.contains("select-ims3: done before"), "{stderr}");
     assert!(runs.join("ims3/selection.json").is_file());
 
+    // The deterministic sampler on the same model: same shapes, and an unknown one is refused.
+    let dit = dit_dir.join("model.safetensors");
+    let sample = |sampler: &str, out: &Path| ims3().args(["sample", "--dataset", "fashion-mnist", "--per-class", "2", "--steps", "3", "--sampler", sampler, "--dit"]).arg(&dit).arg("--out").arg(out).output().unwrap();
+    ok(sample("ddim", &d.join("ddim")));
+    assert!(d.join("ddim/9-ankle-boot.safetensors").is_file() && d.join("ddim/png/9-ankle-boot/0001.png").is_file());
+    let out = sample("euler", &d.join("euler"));
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("unknown --sampler 'euler'"), "{out:?}");
+
     // Errors: a missing DiT is named; a recipe key that does not exist is refused.
     let bad = d.join("bad.toml");
     std::fs::write(&bad, text.replace("model.safetensors", "absent.safetensors")).unwrap();
