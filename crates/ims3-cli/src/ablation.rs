@@ -122,9 +122,7 @@ fn idx_dir(recipe: &AblationRecipe, cache: &Path) -> PathBuf {
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
-    use sha2::Digest;
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    Ok(format!("{:x}", sha2::Sha256::digest(&bytes)))
+    Ok(ims3_fetch::sha256_file(path)?)
 }
 
 /// Runs the job. `text` is the recipe file's text (recorded in the manifest).

@@ -681,17 +681,35 @@ fn finetune_pixels(a: &FinetuneArgs, idx: &std::path::Path, cfg: ims3_im::TrainC
     anyhow::ensure!((top as usize) < mc.num_classes, "{}: label {top} but the DiT has {} classes", idx.display(), mc.num_classes);
     let trainable = ims3_im::difffit_trainable_count(&model);
     eprintln!("finetune: pixel-space DiT on {} images {:?}; Difffit trains {trainable} parameters", data.labels.len(), data.shape);
+    let inputs = serde_json::json!({ "idx": idx.display().to_string() });
+    train_and_record(model, &data, &cfg, a, device_spec, mc, trainable, started, inputs)
+}
+
+/// Runs the fine-tuning loop and records it: `run.json` in --out (command, recipe, model, the
+/// data `inputs`, steps done, seconds) and one summary line.
+#[allow(clippy::too_many_arguments)]
+fn train_and_record(
+    model: ims3_dit::DiT,
+    data: &dyn ims3_im::TrainData,
+    cfg: &ims3_im::TrainConfig,
+    a: &FinetuneArgs,
+    device_spec: &str,
+    mc: &ims3_dit::DiTConfig,
+    trainable: usize,
+    started: std::time::Instant,
+    inputs: serde_json::Value,
+) -> Result<()> {
     let run_opts = ims3_im::RunOptions { show_progress: true, stop_after: a.stop_after };
-    let (_, out) = ims3_im::train(model, &data, &cfg, &a.out, &run_opts)?;
-    let run = serde_json::json!({
+    let (_, out) = ims3_im::train(model, data, cfg, &a.out, &run_opts)?;
+    let mut run = serde_json::json!({
         "command": std::env::args().collect::<Vec<_>>(),
         "stage": "finetune",
         "ims3_version": env!("CARGO_PKG_VERSION"),
+        "git_revision": option_env!("IMS3_GIT_REV"),
         "device": device_spec,
         "config": cfg,
         "dit": a.dit.display().to_string(),
         "dit_config": mc,
-        "idx": idx.display().to_string(),
         "trainable_parameters": trainable,
         "steps_done": out.steps_done,
         "total_steps": out.total_steps,
@@ -699,8 +717,17 @@ fn finetune_pixels(a: &FinetuneArgs, idx: &std::path::Path, cfg: ims3_im::TrainC
         "last_checkpoint": out.last_checkpoint.as_ref().map(|p| p.display().to_string()),
         "seconds": started.elapsed().as_secs_f64(),
     });
+    if let (Some(run), serde_json::Value::Object(extra)) = (run.as_object_mut(), inputs) {
+        run.extend(extra);
+    }
     ims3_images::atomic_write(&a.out.join("run.json"), serde_json::to_string_pretty(&run)?.as_bytes())?;
-    println!("finetune: {} of {} steps; checkpoint {}", out.steps_done, out.total_steps, out.last_checkpoint.map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()));
+    println!(
+        "finetune: {} of {} steps{}; checkpoint {}",
+        out.steps_done,
+        out.total_steps,
+        out.resumed_from.map(|s| format!(" (resumed at {s})")).unwrap_or_default(),
+        out.last_checkpoint.map(|p| p.display().to_string()).unwrap_or_else(|| "none".into())
+    );
     Ok(())
 }
 
@@ -754,38 +781,14 @@ fn finetune(a: FinetuneArgs, device_spec: &str) -> Result<()> {
     let trainable = ims3_im::difffit_trainable_count(&model);
     eprintln!("model: {} ({} classes); Difffit trains {trainable} parameters", mc.preset_name().unwrap_or_else(|| "custom DiT".into()), mc.num_classes);
     let data = ims3_im::CachedLatents { cache: &cache, scaling_factor: vae_cfg.scaling_factor, relabel };
-    let run_opts = ims3_im::RunOptions { show_progress: true, stop_after: a.stop_after };
-    let (_, out) = ims3_im::train(model, &data, &cfg, &a.out, &run_opts)?;
-    let run = serde_json::json!({
-        "command": std::env::args().collect::<Vec<_>>(),
-        "stage": "finetune",
-        "ims3_version": env!("CARGO_PKG_VERSION"),
-        "git_revision": option_env!("IMS3_GIT_REV"),
-        "device": device_spec,
-        "config": cfg,
-        "dit": a.dit.display().to_string(),
-        "dit_config": mc,
+    let inputs = serde_json::json!({
         "vae": vae_dir.display().to_string(),
         "dataset": spec.name,
         "layout": manifest.layout,
         "data_sha256": manifest.splits[0].sha256,
         "labels": if a.folder_index_labels { "folder-index (reference quirk)" } else { "imagenet" },
-        "trainable_parameters": trainable,
-        "steps_done": out.steps_done,
-        "total_steps": out.total_steps,
-        "resumed_from": out.resumed_from,
-        "last_checkpoint": out.last_checkpoint.as_ref().map(|p| p.display().to_string()),
-        "seconds": started.elapsed().as_secs_f64(),
     });
-    ims3_images::atomic_write(&a.out.join("run.json"), serde_json::to_string_pretty(&run)?.as_bytes())?;
-    println!(
-        "finetune: {} of {} steps{}; checkpoint {}",
-        out.steps_done,
-        out.total_steps,
-        out.resumed_from.map(|s| format!(" (resumed at {s})")).unwrap_or_default(),
-        out.last_checkpoint.map(|p| p.display().to_string()).unwrap_or_else(|| "none".into())
-    );
-    Ok(())
+    train_and_record(model, &data, &cfg, &a, device_spec, mc, trainable, started, inputs)
 }
 
 /// Mean and standard deviation of 8-bit grey pixels scaled to [0, 1].

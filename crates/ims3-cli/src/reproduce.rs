@@ -190,11 +190,11 @@ impl Recipe {
         text.parse::<toml::Table>().ok()?.get("kind")?.as_str().map(str::to_string)
     }
 
-    pub fn get(name_or_path: &str) -> Result<(Self, String)> {
-        let (text, origin) = Self::text(name_or_path)?;
-        let r: Recipe = crate::parse_toml(&text, &origin)?;
+    /// Parses and checks a recipe's text (`origin` names it in errors).
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let r: Recipe = crate::parse_toml(text, origin)?;
         ensure!(r.ipc >= 1 && r.select.groups >= 1, "{origin}: ipc and select.groups must be at least 1");
-        Ok((r, text))
+        Ok(r)
     }
 }
 
@@ -253,7 +253,7 @@ pub fn run(a: ReproduceArgs, device: &str) -> Result<()> {
                 println!("{n:<22} {} IPC {}, CPU job: random real, DiT, IM, S3, IMS3 side by side", r.dataset, r.ipc);
                 continue;
             }
-            let (r, _) = Recipe::get(n)?;
+            let r = Recipe::parse(&text, &origin)?;
             println!("{n:<22} {} IPC {}, {}{}", r.dataset, r.ipc, if r.finetune { "IM" } else { "DiT" }, if r.select.groups > 1 { " + S3" } else { "" });
         }
         return Ok(());
@@ -268,7 +268,7 @@ pub fn run(a: ReproduceArgs, device: &str) -> Result<()> {
         }
         Some(k) => bail!("{origin}: unknown recipe kind '{k}' (known: pixel-ablation, or none for the ImageNet-subset pipeline)"),
     }
-    let (recipe, text) = Recipe::get(name)?;
+    let recipe = Recipe::parse(&text, &origin)?;
     if recipe.gpu && !device.starts_with("cuda") && !device.starts_with("wgpu") && !a.allow_cpu {
         bail!("recipe {} needs a GPU (it fine-tunes and samples DiT-XL/2); run with --device cuda:0, or pass --allow-cpu to run it on the CPU anyway", recipe.name);
     }

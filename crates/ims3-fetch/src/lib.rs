@@ -92,6 +92,11 @@ fn digests(path: &Path) -> Result<(String, String), FetchError> {
     Ok((hex::encode(s.finalize()), hex::encode(m.finalize())))
 }
 
+/// SHA-256 of a file, hex, read in 1 MiB chunks (for manifests of inputs).
+pub fn sha256_file(path: &Path) -> Result<String, FetchError> {
+    Ok(digests(path)?.0)
+}
+
 /// Checks `path` against the asset's pinned checksum, or its first-download record.
 fn verify(asset: &Asset, path: &Path, record: &Path) -> Result<String, FetchError> {
     let (sha, md5) = digests(path)?;
