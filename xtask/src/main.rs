@@ -5,14 +5,19 @@
 //!   the device's backend and runs `ims3 reproduce` (fine-tune, sample, select, evaluate).
 //! - `bench --device <d> [--dtype f32|bf16] [ims3-bench options]`: builds `ims3-bench` with the
 //!   device's backend and times IMS3's workloads into `results/bench/<device>.json`.
+//! - `bench-cpu [--python P] [--threads 1,2] [--rounds 3] [shape options]`: a small DiT forward
+//!   on Flex and on PyTorch's CPU backend (`benches/torch_dit_cpu.py`), same shapes and thread
+//!   counts, alternating, into `results/bench/cpu-flex-vs-torch.json` with the ratio.
 
 use anyhow::{Context, Result, bail};
 use std::process::Command;
 
+mod bench_cpu;
+
 /// The README's test command: every crate's tests, on the default Flex backend.
 pub const TEST_ARGS: &[&str] = &["test", "--workspace"];
 
-fn cargo(args: &[&str]) -> Result<()> {
+pub(crate) fn cargo(args: &[&str]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("xtask: cargo {}", args.join(" "));
     let status = Command::new(&cargo).args(args).status().with_context(|| format!("running {cargo}"))?;
@@ -32,10 +37,11 @@ fn main() -> Result<()> {
             Ok(())
         }
         Some("bench") => bench(&args[1..]),
+        Some("bench-cpu") => bench_cpu::run(&args[1..]),
         Some("reproduce") => reproduce(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\ntasks:\n  ci     run the test suite and the cuda/wgpu feature checks\n  bench  --device cuda:0|wgpu|cpu [--dtype f32|bf16] [more ims3-bench options]: time IMS3's workloads into results/bench/<device>.json\n  reproduce <recipe>|--list [--device cuda:0] [--from <stage>] [--allow-cpu]: the whole method from a recipe (recipes/*.toml)"
+                "usage: cargo xtask <task>\n\ntasks:\n  ci     run the test suite and the cuda/wgpu feature checks\n  bench  --device cuda:0|wgpu|cpu [--dtype f32|bf16] [more ims3-bench options]: time IMS3's workloads into results/bench/<device>.json\n  bench-cpu [--python P] [--threads 1,2] [--rounds 3]: a small DiT forward on Flex vs PyTorch CPU, as a ratio (results/bench/cpu-flex-vs-torch.json)\n  reproduce <recipe>|--list [--device cuda:0] [--from <stage>] [--allow-cpu]: the whole method from a recipe (recipes/*.toml)"
             );
             std::process::exit(2);
         }
@@ -52,8 +58,8 @@ fn bench(rest: &[String]) -> Result<()> {
         "cpu" | "flex" => "flex",
         other => bail!("unknown device {other}: expected cuda[:N], wgpu[:N|cpu] or cpu"),
     };
-    // The dev profile builds dependencies (burn, CubeCL) at opt-level 2 and is what the committed
-    // figures were measured with; it also shares the test build's compiled dependencies.
+    // The dev profile builds dependencies (burn, gemm, CubeCL) optimised and without debug
+    // assertions (see the workspace Cargo.toml); it shares the test build's compiled dependencies.
     let mut args: Vec<String> = ["run", "-p", "ims3-bench", "--no-default-features", "--features", feature, "--"].iter().map(|s| s.to_string()).collect();
     if !rest.iter().any(|a| a == "--device") {
         args.extend(["--device".into(), device.clone()]);
@@ -83,8 +89,9 @@ fn reproduce(rest: &[String]) -> Result<()> {
         "cpu" | "flex" => "flex",
         other => bail!("unknown device {other}: expected cuda[:N], wgpu[:N|cpu] or cpu"),
     };
-    // Dev profile: dependencies at opt-level 2 and the host-side image/S3 crates at 3 (see the
-    // workspace Cargo.toml), sharing the test build instead of a second full compile of burn.
+    // Dev profile: dependencies optimised without debug assertions and the host-side image/S3
+    // crates at opt-level 3 (see the workspace Cargo.toml), sharing compiled dependencies with
+    // the other dev builds instead of a release compile of burn.
     let mut args: Vec<String> = ["run", "-p", "ims3-cli", "--no-default-features", "--features", feature, "--", "--device"].iter().map(|s| s.to_string()).collect();
     args.push(device);
     args.push("reproduce".into());

@@ -41,6 +41,12 @@ struct Args {
     /// DiT preset (DiT-XL/2 is the real one; smaller ones for CPU smoke runs).
     #[arg(long, default_value = "DiT-XL/2")]
     model: String,
+    /// Latent side length, overriding the preset's 32 (e.g. 16 for the CPU comparison).
+    #[arg(long)]
+    input_size: Option<usize>,
+    /// Number of classes, overriding the preset's 1000.
+    #[arg(long)]
+    num_classes: Option<usize>,
     #[arg(long, default_value_t = 64)]
     dit_batch: usize,
     #[arg(long, value_delimiter = ',', default_value = "8,32")]
@@ -93,6 +99,12 @@ struct Record {
     /// Seconds from process start until the device had run its first operation.
     #[serde(default)]
     device_ready_s: f64,
+    /// Parameters of the timed network (all of them, trainable or not).
+    #[serde(default)]
+    params: Option<usize>,
+    /// CPU worker threads (Flex: rayon's pool, `RAYON_NUM_THREADS` or every core); none on GPUs.
+    #[serde(default)]
+    cpu_threads: Option<usize>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, Default)]
@@ -169,11 +181,23 @@ fn record(workload: &str, model: &str, dtype: &str, batch: usize, images: usize,
         note: note.into(),
         label: String::new(),
         device_ready_s: 0.0,
+        params: None,
+        cpu_threads: None,
     }
 }
 
-fn dit_config(name: &str) -> Result<ims3_dit::DiTConfig> {
-    ims3_dit::DiTConfig::preset(name).with_context(|| format!("unknown DiT preset {name}; known: {}", ims3_dit::DiTConfig::preset_names().join(", ")))
+/// The preset `--model` with the `--input-size` / `--num-classes` overrides.
+fn dit_config(a: &Args) -> Result<ims3_dit::DiTConfig> {
+    let name = &a.model;
+    let mut cfg = ims3_dit::DiTConfig::preset(name).with_context(|| format!("unknown DiT preset {name}; known: {}", ims3_dit::DiTConfig::preset_names().join(", ")))?;
+    if let Some(s) = a.input_size {
+        cfg.input_size = s;
+    }
+    if let Some(c) = a.num_classes {
+        cfg.num_classes = c;
+    }
+    cfg.validate().map_err(anyhow::Error::msg).with_context(|| format!("{name} with --input-size {:?}", a.input_size))?;
+    Ok(cfg)
 }
 
 fn labels(n: usize, classes: usize, device: &Device) -> Tensor<1, Int> {
@@ -182,7 +206,7 @@ fn labels(n: usize, classes: usize, device: &Device) -> Tensor<1, Int> {
 }
 
 fn dit_forward(a: &Args, device: &Device, timer: &Timer) -> Result<Record> {
-    let cfg = dit_config(&a.model)?;
+    let cfg = dit_config(a)?;
     let model = jitter(cfg.init(device));
     let b = a.dit_batch;
     let s = cfg.input_size;
@@ -192,13 +216,15 @@ fn dit_forward(a: &Args, device: &Device, timer: &Timer) -> Result<Record> {
     let times = timer.run(|| {
         let _ = model.forward(x.clone(), t.clone(), y.clone());
     })?;
-    Ok(record("dit_forward", &a.model, &a.dtype, b, b, times, device, "eval-mode forward, fused attention"))
+    let mut r = record("dit_forward", &a.model, &a.dtype, b, b, times, device, &format!("eval-mode forward, fused attention, {s}x{s} latents"));
+    r.params = Some(model.num_params());
+    Ok(r)
 }
 
 fn im_step(a: &Args, device: &Device, timer: &Timer, b: usize) -> Result<Record> {
     use ims3_im::{LossConfig, MinimaxMemory, PathAdamW, StepBatch, im_step_loss, mark_difffit_trainable, trainable_tensors};
     let ad = device.clone().autodiff();
-    let cfg = dit_config(&a.model)?;
+    let cfg = dit_config(a)?;
     let mut model = Some(mark_difffit_trainable(jitter(cfg.init(&ad))));
     let diffusion = ims3_diffusion::GaussianDiffusion::dit("")?;
     let loss_cfg = LossConfig::default();
@@ -232,7 +258,7 @@ fn im_step(a: &Args, device: &Device, timer: &Timer, b: usize) -> Result<Record>
 }
 
 fn sample_cfg(a: &Args, device: &Device, timer: &Timer, b: usize) -> Result<Record> {
-    let cfg = dit_config(&a.model)?;
+    let cfg = dit_config(a)?;
     let model = jitter(cfg.init(device));
     let diffusion = ims3_diffusion::GaussianDiffusion::dit(&a.sample_steps.to_string())?;
     let s = cfg.input_size;
@@ -303,6 +329,10 @@ fn print_against_anchors(records: &[Record], anchors: &Path) {
     }
 }
 
+fn spec_is_cpu(device: &str) -> bool {
+    matches!(device.split(':').next(), Some("cpu" | "flex"))
+}
+
 fn main() -> Result<()> {
     let started = Instant::now();
     let a = Args::parse();
@@ -328,6 +358,9 @@ fn main() -> Result<()> {
     report.machine = a.machine.clone().unwrap_or_else(|| a.device.clone());
     report.device = a.device.clone();
     report.command = std::env::args().collect();
+    let cpu_threads = (spec_is_cpu(&a.device)).then(|| {
+        std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok()).filter(|&n: &usize| n > 0).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    });
     let timer = Timer { device: &device, warmup: a.warmup, iters: a.iters };
     let mut fresh = Vec::new();
     for w in a.workloads.split(',').map(str::trim).filter(|w| !w.is_empty()) {
@@ -346,6 +379,7 @@ fn main() -> Result<()> {
         for mut r in recs {
             r.label = a.label.clone();
             r.device_ready_s = ready_s;
+            r.cpu_threads = cpu_threads;
             eprintln!("{} {} batch {}: first {:.2} s, median {:.4} s, {:.2} img/s", r.workload, r.dtype, r.batch, r.first_call_s, r.median_s, r.img_per_s);
             report.records.retain(|o| !(o.workload == r.workload && o.dtype == r.dtype && o.batch == r.batch && o.model == r.model && o.label == r.label));
             report.records.push(r.clone());

@@ -179,12 +179,15 @@ pub fn run(recipe: AblationRecipe, text: &str, a: &crate::reproduce::ReproduceAr
     let stages = |timings: &mut Vec<(String, f64, bool)>, list: Vec<(String, Vec<String>)>| -> Result<()> {
         let next = std::sync::atomic::AtomicUsize::new(0);
         let outcomes: Vec<std::sync::Mutex<Option<Result<(f64, bool)>>>> = list.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        let workers = parallel.min(list.len()).max(1);
+        // The cores are shared out among the workers (Flex computes on a rayon pool per process).
+        let share = std::thread::available_parallelism().map_or(1, |n| n.get()).div_ceil(workers).max(1);
         std::thread::scope(|s| {
-            for _ in 0..parallel.min(list.len()) {
+            for _ in 0..workers {
                 s.spawn(|| loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let Some((name, args)) = list.get(i) else { break };
-                    let r = crate::reproduce::run_stage(&exe, device, &run_dir, name, args);
+                    let r = crate::reproduce::run_stage(&exe, device, &run_dir, name, args, Some(share));
                     *outcomes[i].lock().expect("no poisoning") = Some(r);
                 });
             }

@@ -224,7 +224,11 @@ pub struct ReproduceArgs {
 
 /// Runs `ims3 --device <device> <args>` as stage `name` unless `<run_dir>/<name>.done` says it
 /// finished before; writes that marker after a successful run. Returns (seconds, skipped).
-pub(crate) fn run_stage(exe: &Path, device: &str, run_dir: &Path, name: &str, args: &[String]) -> Result<(f64, bool)> {
+///
+/// `cpu_threads`: the CPU backend's worker threads for this stage (`RAYON_NUM_THREADS`), so that
+/// stages running side by side share the cores instead of each taking all of them; a
+/// `RAYON_NUM_THREADS` the user set wins.
+pub(crate) fn run_stage(exe: &Path, device: &str, run_dir: &Path, name: &str, args: &[String], cpu_threads: Option<usize>) -> Result<(f64, bool)> {
     let marker = run_dir.join(format!("{name}.done"));
     if marker.is_file() {
         eprintln!("reproduce: {name}: done before, skipped");
@@ -232,16 +236,32 @@ pub(crate) fn run_stage(exe: &Path, device: &str, run_dir: &Path, name: &str, ar
     }
     eprintln!("reproduce: {name}: ims3 {}", args.join(" "));
     let t = Instant::now();
-    let status = std::process::Command::new(exe).arg("--device").arg(device).args(args).status()?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--device").arg(device).args(args);
+    if let Some(n) = cpu_threads.filter(|_| std::env::var_os("RAYON_NUM_THREADS").is_none()) {
+        cmd.env("RAYON_NUM_THREADS", n.max(1).to_string());
+    }
+    let status = cmd.status()?;
     ensure!(status.success(), "stage {name} failed ({status}); fix the cause and rerun the same command to continue");
     let secs = t.elapsed().as_secs_f64();
     ims3_images::atomic_write(&marker, format!("{{\"seconds\": {secs}}}\n").as_bytes())?;
     Ok((secs, false))
 }
 
+/// `HEAD`'s commit, with `-dirty` appended (as `git describe --dirty` does) when tracked files
+/// have uncommitted changes, so a record never claims a commit it was not run from.
 pub(crate) fn git_revision() -> Option<String> {
     let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    if !out.status.success() {
+        return None;
+    }
+    let rev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let dirty = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .ok()
+        .is_some_and(|o| o.status.success() && !o.stdout.is_empty());
+    Some(if dirty { format!("{rev}-dirty") } else { rev })
 }
 
 pub fn run(a: ReproduceArgs, device: &str) -> Result<()> {
@@ -304,7 +324,7 @@ pub fn run(a: ReproduceArgs, device: &str) -> Result<()> {
     let mut timings: Vec<(String, f64, bool)> = Vec::new();
     let heads: Vec<String> = recipe.assets.heads.map(|h| vec!["--heads".into(), h.to_string()]).unwrap_or_default();
     let mut stage = |name: &str, args: Vec<String>| -> Result<()> {
-        let (secs, skipped) = run_stage(&exe, device, &run_dir, name, &args)?;
+        let (secs, skipped) = run_stage(&exe, device, &run_dir, name, &args, None)?;
         timings.push((name.into(), secs, skipped));
         Ok(())
     };
