@@ -41,7 +41,7 @@ struct Args {
     /// DiT preset (DiT-XL/2 is the real one; smaller ones for CPU smoke runs).
     #[arg(long, default_value = "DiT-XL/2")]
     model: String,
-    /// Latent side length, overriding the preset's 32 (e.g. 16 for the CPU comparison).
+    /// Latent side length, overriding the preset's 32 (the SD-VAE latent of a 256 px image).
     #[arg(long)]
     input_size: Option<usize>,
     /// Number of classes, overriding the preset's 1000.

@@ -130,6 +130,7 @@ pub fn run(recipe: AblationRecipe, text: &str, a: &crate::reproduce::ReproduceAr
     ensure!(recipe.kind == "pixel-ablation", "recipe {}: kind '{}' is not pixel-ablation", recipe.name, recipe.kind);
     ensure!(recipe.ipc >= 1 && recipe.select.groups >= 2, "recipe {}: ipc must be at least 1 and select.groups at least 2 (S3 needs a choice)", recipe.name);
     let started = Instant::now();
+    let revision = crate::reproduce::git_revision(); // before any output is written
     let run_dir = a.run_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(&recipe.name));
     let results = a.results.clone().unwrap_or_else(|| PathBuf::from("results").join(&recipe.name));
     let cache = a.cache.clone().unwrap_or_else(ims3_fetch::default_cache);
@@ -279,7 +280,7 @@ pub fn run(recipe: AblationRecipe, text: &str, a: &crate::reproduce::ReproduceAr
     let manifest = serde_json::json!({
         "command": std::env::args().collect::<Vec<_>>(),
         "recipe": text,
-        "git_revision": crate::reproduce::git_revision(),
+        "git_revision": revision,
         "device": device,
         "threads": std::thread::available_parallelism().map(|n| n.get()).ok(),
         "inputs": {

@@ -249,7 +249,9 @@ pub(crate) fn run_stage(exe: &Path, device: &str, run_dir: &Path, name: &str, ar
 }
 
 /// `HEAD`'s commit, with `-dirty` appended (as `git describe --dirty` does) when tracked files
-/// have uncommitted changes, so a record never claims a commit it was not run from.
+/// outside `results/` have uncommitted changes, so a record never claims a commit it was not run
+/// from. Jobs call it before they write anything (their own outputs under `results/` are
+/// tracked and would otherwise mark every rerun dirty).
 pub(crate) fn git_revision() -> Option<String> {
     let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
     if !out.status.success() {
@@ -257,7 +259,7 @@ pub(crate) fn git_revision() -> Option<String> {
     }
     let rev = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let dirty = std::process::Command::new("git")
-        .args(["status", "--porcelain", "--untracked-files=no"])
+        .args(["status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)results"])
         .output()
         .ok()
         .is_some_and(|o| o.status.success() && !o.stdout.is_empty());
@@ -289,6 +291,7 @@ pub fn run(a: ReproduceArgs, device: &str) -> Result<()> {
         Some(k) => bail!("{origin}: unknown recipe kind '{k}' (known: pixel-ablation, or none for the ImageNet-subset pipeline)"),
     }
     let recipe = Recipe::parse(&text, &origin)?;
+    let revision = git_revision(); // before any output is written
     if recipe.gpu && !device.starts_with("cuda") && !device.starts_with("wgpu") && !a.allow_cpu {
         bail!("recipe {} needs a GPU (it fine-tunes and samples DiT-XL/2); run with --device cuda:0, or pass --allow-cpu to run it on the CPU anyway", recipe.name);
     }
@@ -408,7 +411,7 @@ pub fn run(a: ReproduceArgs, device: &str) -> Result<()> {
     let run_manifest = serde_json::json!({
         "command": std::env::args().collect::<Vec<_>>(),
         "recipe": text,
-        "git_revision": git_revision(),
+        "git_revision": revision,
         "device": device,
         "seeds": {"pipeline": recipe.seed, "eval": recipe.eval.seeds},
         "inputs": {"dit": p(&dit), "vae": p(&vae), "encoder": p(&encoder), "data": manifest},
