@@ -329,10 +329,6 @@ fn print_against_anchors(records: &[Record], anchors: &Path) {
     }
 }
 
-fn spec_is_cpu(device: &str) -> bool {
-    matches!(device.split(':').next(), Some("cpu" | "flex"))
-}
-
 fn main() -> Result<()> {
     let started = Instant::now();
     let a = Args::parse();
@@ -358,7 +354,7 @@ fn main() -> Result<()> {
     report.machine = a.machine.clone().unwrap_or_else(|| a.device.clone());
     report.device = a.device.clone();
     report.command = std::env::args().collect();
-    let cpu_threads = (spec_is_cpu(&a.device)).then(|| {
+    let cpu_threads = matches!(spec, ims3_backend::DeviceSpec::Cpu).then(|| {
         std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok()).filter(|&n: &usize| n > 0).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     });
     let timer = Timer { device: &device, warmup: a.warmup, iters: a.iters };
