@@ -1,6 +1,7 @@
 //! The train and test transforms of the evaluation protocol, image -> normalised CHW floats.
 
 use ims3_images::pil::{Filter, Rgb8, resize};
+use ims3_images::{IMAGENET_MEAN, IMAGENET_STD};
 use rand::Rng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -8,8 +9,6 @@ use rand_distr::{Distribution, Normal};
 
 use crate::ops::{brightness, contrast, rand_augment, resized_crop, saturation};
 
-pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// ImageNet PCA of IDC's `Lighting` (eigenvalues, and eigenvectors as rows).
 pub const PCA_EIGVAL: [f32; 3] = [0.2175, 0.0188, 0.0045];
 pub const PCA_EIGVEC: [[f32; 3]; 3] = [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]];

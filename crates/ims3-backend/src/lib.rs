@@ -64,6 +64,11 @@ impl std::fmt::Display for DeviceSpec {
 }
 
 impl DeviceSpec {
+    /// True for the Flex CPU backend (a GPU recipe asks before it runs there).
+    pub fn is_cpu(&self) -> bool {
+        matches!(self, DeviceSpec::Cpu)
+    }
+
     /// Builds the device without touching the hardware (burn devices are lazy).
     pub fn device(&self) -> Result<Device, DeviceError> {
         match self {

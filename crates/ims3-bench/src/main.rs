@@ -196,7 +196,7 @@ fn dit_config(a: &Args) -> Result<ims3_dit::DiTConfig> {
     if let Some(c) = a.num_classes {
         cfg.num_classes = c;
     }
-    cfg.validate().map_err(anyhow::Error::msg).with_context(|| format!("{name} with --input-size {:?}", a.input_size))?;
+    cfg.validate().with_context(|| format!("{name} with --input-size {:?}", a.input_size))?;
     Ok(cfg)
 }
 
@@ -222,15 +222,11 @@ fn dit_forward(a: &Args, device: &Device, timer: &Timer) -> Result<Record> {
 }
 
 fn im_step(a: &Args, device: &Device, timer: &Timer, b: usize) -> Result<Record> {
-    use ims3_im::{LossConfig, MinimaxMemory, PathAdamW, StepBatch, im_step_loss, mark_difffit_trainable, trainable_tensors};
+    use ims3_im::{StepBatch, TrainConfig, TrainState};
     let ad = device.clone().autodiff();
     let cfg = dit_config(a)?;
-    let mut model = Some(mark_difffit_trainable(jitter(cfg.init(&ad))));
-    let diffusion = ims3_diffusion::GaussianDiffusion::dit("")?;
-    let loss_cfg = LossConfig::default();
-    let mut opt = PathAdamW::new(Default::default());
-    let mut memory = MinimaxMemory::new(loss_cfg.memory_size);
-    let mut ema = trainable_tensors(model.as_ref().expect("set"));
+    // The trainer's own step (IMS3's loss, AdamW, EMA) on the reference recipe.
+    let mut state = TrainState::new(jitter(cfg.init(&ad)), &TrainConfig::default());
     let s = cfg.input_size;
     let mut k = 0usize;
     let times = timer.run(|| {
@@ -243,16 +239,7 @@ fn im_step(a: &Args, device: &Device, timer: &Timer, b: usize) -> Result<Record>
             drop_main: (0..b).map(|i| (i + k) % 10 == 0).collect(),
             drop_reverse: (0..b).map(|i| (i + 2 * k) % 10 == 0).collect(),
         };
-        let m = model.take().expect("model");
-        let loss = im_step_loss(&m, &diffusion, Some(&mut memory), &batch, &loss_cfg);
-        let grads = GradientsParams::from_grads(loss.total.backward(), &m);
-        let m = opt.step(m, grads);
-        let now = trainable_tensors(&m);
-        ema = std::mem::take(&mut ema).into_iter().map(|(n, e)| {
-            let p = now[&n].clone();
-            (n, e * 0.9999 + p * 1e-4)
-        }).collect();
-        model = Some(m);
+        let _ = state.step(&batch);
     })?;
     Ok(record("im_step", &a.model, &a.dtype, b, b, times, device, "mse+vb+IM+Minimax, AdamW on Difffit params, EMA"))
 }
@@ -260,7 +247,7 @@ fn im_step(a: &Args, device: &Device, timer: &Timer, b: usize) -> Result<Record>
 fn sample_cfg(a: &Args, device: &Device, timer: &Timer, b: usize) -> Result<Record> {
     let cfg = dit_config(a)?;
     let model = jitter(cfg.init(device));
-    let diffusion = ims3_diffusion::GaussianDiffusion::dit(&a.sample_steps.to_string())?;
+    let diffusion = ims3_diffusion::GaussianDiffusion::dit(&ims3_diffusion::Respacing::Sections(vec![a.sample_steps]))?;
     let s = cfg.input_size;
     let y = labels(b, cfg.num_classes - 1, device);
     let net = model.cfg_denoiser(y, 4.0, ims3_dit::CfgChannels::FirstThree);
@@ -286,7 +273,7 @@ fn vae_decode(a: &Args, device: &Device, timer: &Timer) -> Result<Record> {
 fn resnet_ap_step(a: &Args, device: &Device, timer: &Timer) -> Result<Record> {
     let ad = device.clone().autodiff();
     let b = a.resnet_batch;
-    let mut model = Some(ims3_eval::ResNetAPConfig::ap10(10, 224).init(&ad).map_err(anyhow::Error::msg)?);
+    let mut model = Some(ims3_nets::ResNetAPConfig::ap10(10, 224).init(&ad)?);
     let mut opt = SgdConfig::new()
         .with_momentum(Some(MomentumConfig { momentum: 0.9, dampening: 0.0, nesterov: false }))
         .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
@@ -381,7 +368,7 @@ fn main() -> Result<()> {
             report.records.push(r.clone());
             fresh.push(r);
             let json = serde_json::to_string_pretty(&report)?;
-            ims3_images::atomic_write(&a.out, json.as_bytes()).with_context(|| format!("writing {}", a.out.display()))?;
+            ims3_util::atomic_write(&a.out, json.as_bytes()).with_context(|| format!("writing {}", a.out.display()))?;
         }
         device.memory_cleanup();
     }

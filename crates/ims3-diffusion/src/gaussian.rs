@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::schedule::{NoiseSchedule, Schedule, ScheduleError};
+use crate::schedule::{NoiseSchedule, Respacing, Schedule, ScheduleError};
 
 /// The denoising network as the samplers see it: `(x_t [N,C,H,W], t [N] original timesteps)
 /// -> [N, 2C, H, W]` (eps and variance values) or `[N, C, H, W]` without learned sigma.
@@ -115,11 +115,11 @@ pub fn discretized_gaussian_log_likelihood(x: Tensor<4>, means: Tensor<4>, log_s
 
 impl GaussianDiffusion {
     /// DiT's `create_diffusion(timestep_respacing)`: linear schedule, T = 1000, learned sigma.
-    pub fn dit(respacing: &str) -> Result<Self, ScheduleError> {
+    pub fn dit(respacing: &Respacing) -> Result<Self, ScheduleError> {
         Self::new(NoiseSchedule::Linear, 1000, respacing, true)
     }
 
-    pub fn new(schedule: NoiseSchedule, steps: usize, respacing: &str, learn_sigma: bool) -> Result<Self, ScheduleError> {
+    pub fn new(schedule: NoiseSchedule, steps: usize, respacing: &Respacing, learn_sigma: bool) -> Result<Self, ScheduleError> {
         Ok(Self { schedule: Schedule::respaced(schedule, steps, respacing)?, learn_sigma })
     }
 

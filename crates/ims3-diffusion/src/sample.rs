@@ -1,26 +1,55 @@
 //! Full sampling loops and the multi-step DDIM inversion, with progress bars.
 
 use burn::prelude::*;
-use indicatif::{ProgressBar, ProgressStyle};
+use ims3_util::progress_bar;
 
 use crate::gaussian::{Denoiser, GaussianDiffusion, NoiseSource};
 
-/// A progress bar with rate and ETA, hidden when `show` is false.
-pub fn progress_bar(len: u64, what: &str, show: bool) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
+/// Which sampling loop draws images.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sampler {
+    /// Ancestral `p_sample_loop` with the learned variance: the reference's.
+    #[default]
+    Ddpm,
+    /// Deterministic DDIM (eta 0).
+    Ddim,
+}
+
+/// A name that is not a [`Sampler`].
+#[derive(Debug, thiserror::Error)]
+#[error("unknown sampler '{0}': expected ddpm or ddim")]
+pub struct UnknownSampler(pub String);
+
+impl std::str::FromStr for Sampler {
+    type Err = UnknownSampler;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ddpm" => Ok(Sampler::Ddpm),
+            "ddim" => Ok(Sampler::Ddim),
+            other => Err(UnknownSampler(other.to_string())),
+        }
     }
-    let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta}")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-    pb.set_message(what.to_string());
-    pb
+}
+
+impl std::fmt::Display for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Sampler::Ddpm => "ddpm",
+            Sampler::Ddim => "ddim",
+        })
+    }
 }
 
 impl GaussianDiffusion {
+    /// The loop `sampler` names: [`Self::p_sample_loop`] or [`Self::ddim_sample_loop`] with eta 0.
+    pub fn sample_loop(&self, sampler: Sampler, model: &impl Denoiser, x_t: Tensor<4>, clip_denoised: bool, noise: &mut NoiseSource, show_progress: bool) -> Tensor<4> {
+        match sampler {
+            Sampler::Ddpm => self.p_sample_loop(model, x_t, clip_denoised, noise, show_progress),
+            Sampler::Ddim => self.ddim_sample_loop(model, x_t, clip_denoised, 0.0, noise, show_progress),
+        }
+    }
+
     /// Runs `step(x, t)` from the last (respaced) step down to 0 with a progress bar.
     fn denoise_loop(
         &self,

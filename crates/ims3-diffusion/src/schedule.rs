@@ -15,6 +15,8 @@ pub enum NoiseSchedule {
 pub enum ScheduleError {
     #[error("cannot respace {total} steps as '{spec}': {why}")]
     Respacing { spec: String, total: usize, why: String },
+    #[error("'{spec}' is not a respacing ({why}); expected full, ddimN or section counts such as 50 or 10,20")]
+    BadRespacing { spec: String, why: String },
     #[error("unknown noise schedule '{0}' (expected linear or cosine)")]
     UnknownSchedule(String),
 }
@@ -72,28 +74,78 @@ pub fn round_half_even(x: f64) -> i64 {
     }
 }
 
-/// The reference's `space_timesteps(num_timesteps, section_counts)`: `"ddimN"` takes a constant
-/// stride giving exactly N steps; `"a,b,c"` splits T into equal sections and takes that many
-/// evenly rounded steps from each. `""` keeps every step.
-pub fn space_timesteps(total: usize, spec: &str) -> Result<BTreeSet<usize>, ScheduleError> {
-    let err = |why: String| ScheduleError::Respacing { spec: spec.to_string(), total, why };
-    let spec_t = spec.trim();
-    if spec_t.is_empty() {
-        return Ok((0..total).collect());
-    }
-    if let Some(n) = spec_t.strip_prefix("ddim") {
-        let want: usize = n.parse().map_err(|_| err(format!("'{n}' is not a step count")))?;
-        for stride in 1..total {
-            if (0..total).step_by(stride).count() == want {
-                return Ok((0..total).step_by(stride).collect());
-            }
+/// How a schedule is respaced: the `timestep_respacing` string of the reference, parsed once.
+///
+/// - `""` (also `full`): every step;
+/// - `"ddimN"`: a constant stride giving exactly N steps;
+/// - `"a,b,c"`: T split into equal sections, that many evenly rounded steps from each (`"50"`:
+///   the 50 steps IMS3 samples with).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Respacing {
+    #[default]
+    Full,
+    Ddim(usize),
+    Sections(Vec<usize>),
+}
+
+impl std::str::FromStr for Respacing {
+    type Err = ScheduleError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: String| ScheduleError::BadRespacing { spec: s.to_string(), why };
+        let t = s.trim();
+        if t.is_empty() || t == "full" {
+            return Ok(Respacing::Full);
         }
-        return Err(err(format!("no constant stride gives exactly {want} steps")));
+        if let Some(n) = t.strip_prefix("ddim") {
+            return n.parse().map(Respacing::Ddim).map_err(|_| bad(format!("'{n}' is not a step count")));
+        }
+        let counts: Vec<usize> = t.split(',').map(|c| c.trim().parse::<usize>().map_err(|_| bad(format!("'{c}' is not a step count")))).collect::<Result<_, _>>()?;
+        if let Some(i) = counts.iter().position(|&c| c == 0) {
+            return Err(bad(format!("section {i} asks for 0 steps")));
+        }
+        Ok(Respacing::Sections(counts))
     }
-    let counts: Vec<usize> = spec_t
-        .split(',')
-        .map(|c| c.trim().parse::<usize>().map_err(|_| err(format!("'{c}' is not a step count"))))
-        .collect::<Result<_, _>>()?;
+}
+
+impl std::fmt::Display for Respacing {
+    /// The string [`FromStr`](std::str::FromStr) reads back (`full`, `ddim25`, `50`, `10,20`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Respacing::Full => f.write_str("full"),
+            Respacing::Ddim(n) => write!(f, "ddim{n}"),
+            Respacing::Sections(c) => f.write_str(&c.iter().map(usize::to_string).collect::<Vec<_>>().join(",")),
+        }
+    }
+}
+
+impl serde::Serialize for Respacing {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Respacing {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The reference's `space_timesteps(num_timesteps, section_counts)` for `total` steps.
+pub fn space_timesteps(total: usize, spec: &Respacing) -> Result<BTreeSet<usize>, ScheduleError> {
+    let err = |why: String| ScheduleError::Respacing { spec: spec.to_string(), total, why };
+    let counts = match spec {
+        Respacing::Full => return Ok((0..total).collect()),
+        Respacing::Ddim(want) => {
+            for stride in 1..total {
+                if (0..total).step_by(stride).count() == *want {
+                    return Ok((0..total).step_by(stride).collect());
+                }
+            }
+            return Err(err(format!("no constant stride gives exactly {want} steps")));
+        }
+        Respacing::Sections(counts) => counts,
+    };
     let sections = counts.len();
     let size_per = total / sections;
     let extra = total % sections;
@@ -184,9 +236,9 @@ impl Schedule {
 
     /// `SpacedDiffusion`: keep the steps `space_timesteps(T, spec)` selects and recompute the
     /// betas from the kept alpha-bars, `beta_i = 1 - abar_i / abar_prev_kept`.
-    pub fn respaced(schedule: NoiseSchedule, steps: usize, spec: &str) -> Result<Self, ScheduleError> {
+    pub fn respaced(schedule: NoiseSchedule, steps: usize, spec: &Respacing) -> Result<Self, ScheduleError> {
         if steps == 0 {
-            return Err(ScheduleError::Respacing { spec: spec.into(), total: steps, why: "T must be positive".into() });
+            return Err(ScheduleError::Respacing { spec: spec.to_string(), total: steps, why: "T must be positive".into() });
         }
         let base = Self::from_betas(named_betas(schedule, steps), (0..steps).collect(), steps);
         let keep = space_timesteps(steps, spec)?;
@@ -219,25 +271,30 @@ mod tests {
 
     #[test]
     fn respacing_50_matches_the_reference_rule() {
-        let s = space_timesteps(1000, "50").unwrap();
+        let r = |s: &str| s.parse::<Respacing>().unwrap();
+        let s = space_timesteps(1000, &r("50")).unwrap();
         let v: Vec<usize> = s.into_iter().collect();
         assert_eq!(v.len(), 50);
         assert_eq!(&v[..4], &[0, 20, 41, 61]);
         assert_eq!(*v.last().unwrap(), 999);
-        let d = space_timesteps(1000, "ddim50").unwrap();
+        let d = space_timesteps(1000, &r("ddim50")).unwrap();
         assert_eq!(d.len(), 50);
         assert_eq!(d.iter().nth(1), Some(&20));
-        assert_eq!(space_timesteps(1000, "").unwrap().len(), 1000);
-        assert_eq!(space_timesteps(100, "10,20").unwrap().len(), 30);
+        assert_eq!(space_timesteps(1000, &r("")).unwrap().len(), 1000);
+        assert_eq!(space_timesteps(100, &r("10,20")).unwrap().len(), 30);
+        for text in ["full", "ddim25", "50", "10,20"] {
+            assert_eq!(r(text).to_string(), text);
+        }
     }
 
     #[test]
     fn impossible_respacing_is_an_error_that_says_so() {
-        let e = space_timesteps(1000, "2000").unwrap_err().to_string();
+        let e = space_timesteps(1000, &"2000".parse().unwrap()).unwrap_err().to_string();
         assert!(e.contains("fewer than the 2000"), "{e}");
-        assert!(space_timesteps(1000, "ddim7000").is_err());
-        assert!(space_timesteps(1000, "abc").is_err());
-        assert!(Schedule::respaced(NoiseSchedule::Linear, 1000, "1001").is_err());
+        assert!(space_timesteps(1000, &"ddim7000".parse().unwrap()).is_err());
+        assert!("abc".parse::<Respacing>().is_err());
+        assert!("10,0".parse::<Respacing>().is_err());
+        assert!(Schedule::respaced(NoiseSchedule::Linear, 1000, &"1001".parse().unwrap()).is_err());
     }
 
     #[test]

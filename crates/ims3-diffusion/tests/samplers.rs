@@ -30,7 +30,7 @@ fn oracle<'a>(d: &'a GaussianDiffusion, target: Tensor<4>) -> impl Fn(Tensor<4>,
 #[test]
 fn ddim_inversion_round_trip_is_exact_for_the_exact_denoiser() {
     let device = Device::flex();
-    let d = GaussianDiffusion::dit("50").unwrap();
+    let d = GaussianDiffusion::dit(&"50".parse().unwrap()).unwrap();
     let mut noise = NoiseSource::new(1);
     let target = noise.normal([2, 4, 4, 4], &device).clamp(-0.9, 0.9);
     let model = oracle(&d, target.clone());
@@ -43,7 +43,7 @@ fn ddim_inversion_round_trip_is_exact_for_the_exact_denoiser() {
 #[test]
 fn ddpm_and_ddim_sampling_reach_the_point_mass_and_are_seeded() {
     let device = Device::flex();
-    let d = GaussianDiffusion::dit("25").unwrap();
+    let d = GaussianDiffusion::dit(&"25".parse().unwrap()).unwrap();
     let target = Tensor::<4>::from_floats([[[[0.5, -0.25], [0.0, 0.75]]]], &device);
     let model = oracle(&d, target.clone());
     let run = |seed: u64| {
@@ -63,7 +63,7 @@ fn ddpm_and_ddim_sampling_reach_the_point_mass_and_are_seeded() {
 #[test]
 fn loss_terms_are_per_sample_and_vb_ignores_the_eps_gradient() {
     let device = Device::flex().autodiff();
-    let d = GaussianDiffusion::dit("").unwrap();
+    let d = GaussianDiffusion::dit(&Default::default()).unwrap();
     let mut noise = NoiseSource::new(0);
     let x0 = noise.normal([3, 4, 4, 4], &device);
     let eps = noise.normal([3, 4, 4, 4], &device);

@@ -109,24 +109,18 @@ impl DiTConfig {
     }
 
     /// Checks the invariants the model relies on.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.patch_size == 0 || !self.input_size.is_multiple_of(self.patch_size) {
-            return Err(format!(
-                "input_size {} is not a multiple of patch_size {}",
-                self.input_size, self.patch_size
-            ));
+            return Err(ConfigError::Patch { input_size: self.input_size, patch_size: self.patch_size });
         }
         if self.num_heads == 0 || !self.hidden_size.is_multiple_of(self.num_heads) {
-            return Err(format!(
-                "hidden_size {} is not divisible by num_heads {}",
-                self.hidden_size, self.num_heads
-            ));
+            return Err(ConfigError::Heads { hidden_size: self.hidden_size, num_heads: self.num_heads });
         }
         if !self.hidden_size.is_multiple_of(4) {
-            return Err(format!("hidden_size {} must be a multiple of 4 (2-D sin-cos pos_embed)", self.hidden_size));
+            return Err(ConfigError::Width(self.hidden_size));
         }
         if self.gamma_blocks > self.depth {
-            return Err(format!("gamma_blocks {} exceeds depth {}", self.gamma_blocks, self.depth));
+            return Err(ConfigError::GammaBlocks { gamma_blocks: self.gamma_blocks, depth: self.depth });
         }
         Ok(())
     }
@@ -136,6 +130,19 @@ impl DiTConfig {
     pub fn standard_heads(hidden_size: usize) -> Option<usize> {
         SIZES.iter().find(|s| s.1 == hidden_size).map(|s| s.3)
     }
+}
+
+/// A DiT configuration the model cannot be built from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("input_size {input_size} is not a multiple of patch_size {patch_size}")]
+    Patch { input_size: usize, patch_size: usize },
+    #[error("hidden_size {hidden_size} is not divisible by num_heads {num_heads}")]
+    Heads { hidden_size: usize, num_heads: usize },
+    #[error("hidden_size {0} must be a multiple of 4 (2-D sin-cos pos_embed)")]
+    Width(usize),
+    #[error("gamma_blocks {gamma_blocks} exceeds depth {depth}")]
+    GammaBlocks { gamma_blocks: usize, depth: usize },
 }
 
 #[cfg(test)]

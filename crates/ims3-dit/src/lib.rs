@@ -12,6 +12,6 @@ pub mod config;
 pub mod load;
 pub mod model;
 
-pub use config::{DIFFFIT_GAMMA_BLOCKS, DiTConfig};
-pub use load::{LoadReport, expected_shapes, infer_config, is_difffit_trainable, load_dit, save_dit};
+pub use config::{ConfigError, DIFFFIT_GAMMA_BLOCKS, DiTConfig};
+pub use load::{LoadReport, expected_shapes, infer_config, is_difffit_trainable, load_dit, open_dit, save_dit};
 pub use model::{CfgChannels, DiT};

@@ -149,7 +149,7 @@ pub fn infer_config(ckpt: &Checkpoint, heads: Option<usize>) -> Result<DiTConfig
         // A checkpoint without gammas is loaded with IMS3's standard placement (gammas = 1).
         gamma_blocks: if gamma_blocks == 0 { crate::config::DIFFFIT_GAMMA_BLOCKS.min(depth) } else { gamma_blocks },
     };
-    cfg.validate().map_err(err)?;
+    cfg.validate().map_err(|e| err(e.to_string()))?;
     Ok(cfg)
 }
 
@@ -190,6 +190,13 @@ pub fn load_dit(
 
 /// Saves in the project's format: safetensors with PyTorch names/layout and the config in the
 /// header, written atomically.
+/// Loads a DiT whose config is read off the file (`heads`: the head count of a non-standard
+/// width, which the weights cannot tell).
+pub fn open_dit(path: impl AsRef<Path>, nested: Option<&str>, heads: Option<usize>, device: &Device) -> Result<(DiT, LoadReport), WeightsError> {
+    let config = infer_config(&Checkpoint::open(path.as_ref(), nested)?, heads)?;
+    load_dit(path, Some(&config), nested, device)
+}
+
 pub fn save_dit(model: &DiT, config: &DiTConfig, path: impl AsRef<Path>) -> Result<(), WeightsError> {
     let mut meta = BTreeMap::new();
     meta.insert(META_KIND.to_string(), "dit".to_string());

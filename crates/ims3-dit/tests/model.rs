@@ -166,7 +166,7 @@ fn cfg_sampling_as_the_reference_runs_it() {
     let device = Device::flex();
     let cfg = tiny();
     let model = randomised(&cfg, &device);
-    let diffusion = GaussianDiffusion::dit("10").unwrap();
+    let diffusion = GaussianDiffusion::dit(&"10".parse().unwrap()).unwrap();
     let labels = Tensor::<1, Int>::from_ints([1, 3], &device);
     let net = model.cfg_denoiser(labels, 4.0, CfgChannels::FirstThree);
     let sample = |seed: u64| {

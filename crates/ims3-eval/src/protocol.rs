@@ -24,9 +24,39 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::convnet::{ConvNet, ConvNetConfig};
-use crate::resnet_ap::{Norm, ResNetAP, ResNetAPConfig};
-use crate::resnet_idc::{ResNetIdc, ResNetIdcConfig};
+use ims3_nets::{ConvNet, ConvNetConfig, NetError, Norm, ResNet, ResNetAP, ResNetAPConfig, ResNetConfig};
+
+/// Why an evaluation could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Image(#[from] ims3_images::ImageError),
+    #[error("{}: {}", root.display(), class_problems(missing, empty))]
+    Classes { root: std::path::PathBuf, missing: Vec<String>, empty: Vec<String> },
+    #[error("{}: class folders not in the test set's classes: {}", root.display(), extra.join(", "))]
+    ExtraClasses { root: std::path::PathBuf, extra: Vec<String> },
+    #[error("{}: cannot list folder", root.display())]
+    ReadDir { root: std::path::PathBuf, source: std::io::Error },
+    #[error("the training set is empty")]
+    EmptyTrainingSet,
+    #[error("training classes {train:?} differ from test classes {test:?}")]
+    ClassMismatch { train: Vec<String>, test: Vec<String> },
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("unknown network '{0}': expected resnet_ap10, resnet18 or convnet1..6")]
+    UnknownNet(String),
+}
+
+fn class_problems(missing: &[String], empty: &[String]) -> String {
+    let mut why = Vec::new();
+    if !missing.is_empty() {
+        why.push(format!("no folder for classes {}", missing.join(", ")));
+    }
+    if !empty.is_empty() {
+        why.push(format!("no images for classes {}", empty.join(", ")));
+    }
+    why.join("; ")
+}
 
 /// Epochs of the reference for a given images-per-class.
 pub fn epochs_for_ipc(ipc: usize) -> usize {
@@ -38,9 +68,8 @@ pub fn epochs_for_ipc(ipc: usize) -> usize {
     }
 }
 
-/// Which network to train.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Which network to train; written and read as its [`NetKind::id`] (`resnet_ap10`, ...).
+#[derive(Clone, Debug, PartialEq)]
 pub enum NetKind {
     ResnetAp10,
     Resnet18,
@@ -48,16 +77,40 @@ pub enum NetKind {
 }
 
 impl std::str::FromStr for NetKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = EvalError;
+    /// `resnet_ap10`, `resnet18` or `convnetN` (N = 1..6); case, `-` and `_` are ignored.
+    fn from_str(s: &str) -> Result<Self, EvalError> {
+        let unknown = || EvalError::UnknownNet(s.to_string());
         match s.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
             "resnetap10" => Ok(NetKind::ResnetAp10),
             "resnet18" => Ok(NetKind::Resnet18),
-            d if d.starts_with("convnet") => {
-                let depth = d.trim_start_matches("convnet").parse().unwrap_or(3);
-                Ok(NetKind::ConvNet { depth })
+            d => {
+                let depth: usize = d.strip_prefix("convnet").ok_or_else(unknown)?.parse().map_err(|_| unknown())?;
+                if (1..=6).contains(&depth) { Ok(NetKind::ConvNet { depth }) } else { Err(unknown()) }
             }
-            _ => Err(format!("unknown network '{s}': expected resnet_ap10, resnet18 or convnet3..6")),
+        }
+    }
+}
+
+impl Serialize for NetKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.id())
+    }
+}
+
+impl<'de> Deserialize<'de> for NetKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl NetKind {
+    /// The name [`FromStr`](std::str::FromStr) reads back (`resnet_ap10`, `resnet18`, `convnet3`).
+    pub fn id(&self) -> String {
+        match self {
+            NetKind::ResnetAp10 => "resnet_ap10".into(),
+            NetKind::Resnet18 => "resnet18".into(),
+            NetKind::ConvNet { depth } => format!("convnet{depth}"),
         }
     }
 }
@@ -124,8 +177,8 @@ impl EvalConfig {
             gamma: 0.2,
             cutmix_beta: Some(1.0),
             augment,
-            mean: ims3_augment::IMAGENET_MEAN.to_vec(),
-            std: ims3_augment::IMAGENET_STD.to_vec(),
+            mean: ims3_images::IMAGENET_MEAN.to_vec(),
+            std: ims3_images::IMAGENET_STD.to_vec(),
             eval_every: (epochs / 100).max(1),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             convnet_width: 128,
@@ -167,7 +220,7 @@ pub struct ImageSet {
 impl ImageSet {
     /// Reads `<root>/<class>/*` for each class name in order; a missing or empty class folder
     /// is an error naming it.
-    pub fn read(root: &std::path::Path, classes: &[String]) -> Result<Self, String> {
+    pub fn read(root: &std::path::Path, classes: &[String]) -> Result<Self, EvalError> {
         let mut set = ImageSet { classes: classes.to_vec(), ..Default::default() };
         let mut missing = Vec::new();
         let mut empty = Vec::new();
@@ -177,34 +230,27 @@ impl ImageSet {
                 missing.push(c.clone());
                 continue;
             }
-            let files = ims3_images::list_images(&dir).map_err(|e| e.to_string())?;
+            let files = ims3_images::list_images(&dir)?;
             if files.is_empty() {
                 empty.push(c.clone());
             }
             for f in files {
-                set.images.push(ims3_images::pil::read_rgb8(&f).map_err(|e| e.to_string())?);
+                set.images.push(ims3_images::pil::read_rgb8(&f)?);
                 set.labels.push(k);
             }
         }
         if !missing.is_empty() || !empty.is_empty() {
-            let mut why = Vec::new();
-            if !missing.is_empty() {
-                why.push(format!("no folder for classes {}", missing.join(", ")));
-            }
-            if !empty.is_empty() {
-                why.push(format!("no images for classes {}", empty.join(", ")));
-            }
-            return Err(format!("{}: {}", root.display(), why.join("; ")));
+            return Err(EvalError::Classes { root: root.to_path_buf(), missing, empty });
         }
         let extra: Vec<String> = std::fs::read_dir(root)
-            .map_err(|e| format!("{}: {e}", root.display()))?
+            .map_err(|source| EvalError::ReadDir { root: root.to_path_buf(), source })?
             .flatten()
             .filter(|e| e.path().is_dir())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| !classes.contains(n))
             .collect();
         if !extra.is_empty() {
-            return Err(format!("{}: class folders not in the test set's classes: {}", root.display(), extra.join(", ")));
+            return Err(EvalError::ExtraClasses { root: root.to_path_buf(), extra });
         }
         Ok(set)
     }
@@ -222,15 +268,15 @@ impl ImageSet {
 #[derive(Module, Debug)]
 pub enum EvalNet {
     ResNetAP(ResNetAP),
-    ResNet(ResNetIdc),
+    ResNet(ResNet),
     ConvNet(ConvNet),
 }
 
 impl EvalNet {
-    pub fn new(cfg: &EvalConfig, classes: usize, device: &Device) -> Result<Self, String> {
+    pub fn new(cfg: &EvalConfig, classes: usize, device: &Device) -> Result<Self, NetError> {
         Ok(match cfg.net {
             NetKind::ResnetAp10 => EvalNet::ResNetAP(ResNetAPConfig { norm: cfg.norm, channels: cfg.channels, ..ResNetAPConfig::ap10(classes, cfg.size) }.init(device)?),
-            NetKind::Resnet18 => EvalNet::ResNet(ResNetIdcConfig { norm: cfg.norm, channels: cfg.channels, ..ResNetIdcConfig::r18(classes, cfg.size) }.init(device)?),
+            NetKind::Resnet18 => EvalNet::ResNet(ResNetConfig { norm: cfg.norm, channels: cfg.channels, ..ResNetConfig::idc(18, classes, cfg.size) }.init(device)?),
             NetKind::ConvNet { depth } => EvalNet::ConvNet(ConvNetConfig { norm: cfg.norm, width: cfg.convnet_width, ..ConvNetConfig::new(classes, depth, cfg.channels, cfg.size) }.init(device)?),
         })
     }
@@ -256,20 +302,23 @@ fn reinit_seeded(net: EvalNet, kind: &NetKind, seed: u64) -> EvalNet {
     struct Reinit {
         rng: ChaCha8Rng,
         resnet: bool,
-        path: Vec<String>,
+        /// (name, burn container type) of every module entered.
+        path: Vec<(String, String)>,
         fan_in: std::collections::HashMap<String, usize>,
     }
     impl ModuleMapper for Reinit {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.push((name.to_string(), container_type.to_string()));
         }
         fn exit_module(&mut self, _: &str, _: &str) {
             self.path.pop();
         }
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let owner = self.path[..self.path.len().saturating_sub(1)].join(".");
-            let leaf = self.path.last().cloned().unwrap_or_default();
-            if owner.contains("bn") || owner.contains("norm") {
+            let names: Vec<&str> = self.path.iter().map(|(n, _)| n.as_str()).collect();
+            let owner = names[..names.len().saturating_sub(1)].join(".");
+            let leaf = names.last().map(|s| s.to_string()).unwrap_or_default();
+            // The parameter's own entry carries the type of the module that holds it.
+            if self.path.last().is_some_and(|(_, ty)| ims3_nets::is_norm_container(ty)) {
                 return param; // GroupNorm / BatchNorm: ones and zeros
             }
             let dims = param.shape().dims::<D>().to_vec();
@@ -402,12 +451,12 @@ pub fn train_and_eval(
     seed: u64,
     device: &Device,
     progress: Option<&indicatif::ProgressBar>,
-) -> Result<SeedResult, String> {
+) -> Result<SeedResult, EvalError> {
     if train.is_empty() {
-        return Err("the training set is empty".into());
+        return Err(EvalError::EmptyTrainingSet);
     }
     if train.classes != test.classes {
-        return Err(format!("training classes {:?} differ from test classes {:?}", train.classes, test.classes));
+        return Err(EvalError::ClassMismatch { train: train.classes.clone(), test: test.classes.clone() });
     }
     let started = std::time::Instant::now();
     let ad = device.clone().autodiff();
@@ -566,8 +615,8 @@ impl EvalReport {
     /// Writes `eval.json` and `eval.md` into `dir`, atomically.
     pub fn write(&self, dir: &std::path::Path) -> std::io::Result<()> {
         let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        ims3_images::atomic_write(&dir.join("eval.json"), json.as_bytes())?;
-        ims3_images::atomic_write(&dir.join("eval.md"), self.markdown().as_bytes())
+        ims3_util::atomic_write(&dir.join("eval.json"), json.as_bytes())?;
+        ims3_util::atomic_write(&dir.join("eval.md"), self.markdown().as_bytes())
     }
 }
 
@@ -610,7 +659,10 @@ mod tests {
         assert!((cfg.lr_at(1333) - 0.02).abs() < 1e-12);
         assert!((cfg.lr_at(1666) - 0.004).abs() < 1e-12);
         assert_eq!("convnet4".parse::<NetKind>().unwrap(), NetKind::ConvNet { depth: 4 });
-        assert!("vgg".parse::<NetKind>().is_err());
+        assert_eq!("ConvNet-4".parse::<NetKind>().unwrap().id(), "convnet4");
+        for bad in ["vgg", "convnet", "convnetx", "convnet7", "convnet0"] {
+            assert!(bad.parse::<NetKind>().is_err(), "{bad}");
+        }
         assert_eq!(mean_std(&[1.0, 2.0, 3.0]), (2.0, 1.0));
     }
 
@@ -645,12 +697,12 @@ mod tests {
         }
         let img = image::RgbImage::new(4, 4);
         img.save(dir.path().join("a/0.png")).unwrap();
-        let e = ImageSet::read(dir.path(), &["a".into(), "b".into()]).unwrap_err();
+        let e = ImageSet::read(dir.path(), &["a".into(), "b".into()]).unwrap_err().to_string();
         assert!(e.contains("no images for classes b"), "{e}");
         img.save(dir.path().join("b/0.png")).unwrap();
-        let e = ImageSet::read(dir.path(), &["a".into(), "b".into()]).unwrap_err();
+        let e = ImageSet::read(dir.path(), &["a".into(), "b".into()]).unwrap_err().to_string();
         assert!(e.contains("not in the test set's classes: z"), "{e}");
-        let e = ImageSet::read(dir.path(), &["a".into(), "q".into()]).unwrap_err();
+        let e = ImageSet::read(dir.path(), &["a".into(), "q".into()]).unwrap_err().to_string();
         assert!(e.contains("no folder for classes q"), "{e}");
     }
 }

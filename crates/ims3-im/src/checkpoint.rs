@@ -18,42 +18,41 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn::prelude::*;
 use ims3_dit::DiT;
 use safetensors::tensor::TensorView;
 
-use crate::difffit::overwrite_parameters;
-use crate::losses::MinimaxMemory;
-use crate::optim::{AdamWSettings, Moments, PathAdamW};
-use crate::train::TrainConfig;
+use crate::config::TrainConfig;
+use crate::difffit::{ParameterMismatch, overwrite_parameters};
 
 pub const FORMAT: &str = "ims3-im-checkpoint/1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("{path}: {why}")]
-    Io { path: PathBuf, why: String },
+    #[error("{path}: cannot read or write")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a safetensors file")]
+    Format { path: PathBuf, source: safetensors::SafeTensorError },
     #[error("{path}: not an IM checkpoint ({why})")]
     Corrupt { path: PathBuf, why: String },
-    #[error("{path}: does not fit this DiT: {why}")]
-    Mismatch { path: PathBuf, why: String },
+    #[error("{path}: the recorded training config does not parse")]
+    Config { path: PathBuf, source: serde_json::Error },
+    #[error("{path}: does not fit this DiT")]
+    Mismatch { path: PathBuf, source: ParameterMismatch },
 }
 
-/// A checkpoint in host memory.
+/// A checkpoint in host memory (`TrainState::checkpoint` takes one, `TrainState::resume`
+/// continues from one).
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
     pub path: Option<PathBuf>,
     pub step: u64,
     pub adam_t: u64,
-    pub config: serde_json::Value,
+    /// The recipe of the run that wrote it.
+    pub config: TrainConfig,
     pub params: BTreeMap<String, Vec<f32>>,
     pub ema: BTreeMap<String, Vec<f32>>,
     pub adam: BTreeMap<String, (Vec<f32>, Vec<f32>)>,
     pub memory: BTreeMap<i64, (Vec<Vec<f32>>, Vec<Vec<f32>>)>,
-}
-
-fn host(t: &Tensor<1>) -> Vec<f32> {
-    t.clone().into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 values")
 }
 
 /// `(step, path)` of every checkpoint in `dir`, oldest first (none if `dir` does not exist).
@@ -61,7 +60,7 @@ pub fn list_checkpoints(dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointErr
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(vec![]) };
     let mut out = Vec::new();
     for e in entries {
-        let e = e.map_err(|e| CheckpointError::Io { path: dir.to_path_buf(), why: e.to_string() })?;
+        let e = e.map_err(|source| CheckpointError::Io { path: dir.to_path_buf(), source })?;
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(n) = name.strip_prefix("step-").and_then(|r| r.strip_suffix(".safetensors")).and_then(|n| n.parse::<u64>().ok()) {
             out.push((n, e.path()));
@@ -72,32 +71,10 @@ pub fn list_checkpoints(dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointErr
 }
 
 impl Checkpoint {
-    /// Takes the state of a run after `step` steps.
-    pub fn capture(
-        step: u64,
-        cfg: &TrainConfig,
-        model: &DiT,
-        ema: &BTreeMap<String, Tensor<1>>,
-        opt: &PathAdamW,
-        memory: &MinimaxMemory,
-    ) -> Result<Self, CheckpointError> {
-        let params = crate::difffit::trainable_tensors(model).iter().map(|(k, t)| (k.clone(), host(t))).collect();
-        Ok(Self {
-            path: None,
-            step,
-            adam_t: opt.t,
-            config: serde_json::to_value(cfg).expect("config serialises"),
-            params,
-            ema: ema.iter().map(|(k, t)| (k.clone(), host(t))).collect(),
-            adam: opt.state.iter().map(|(k, m)| (k.clone(), (host(&m.m), host(&m.v)))).collect(),
-            memory: memory.snapshot(),
-        })
-    }
-
     /// Writes `dir/step-<step>.safetensors` atomically and returns its path.
     pub fn write(&self, dir: &Path) -> Result<PathBuf, CheckpointError> {
         let path = dir.join(format!("step-{:08}.safetensors", self.step));
-        let io = |why: String| CheckpointError::Io { path: path.clone(), why };
+        let format = |source| CheckpointError::Format { path: path.clone(), source };
         let mut blobs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         for (k, v) in &self.params {
@@ -121,36 +98,38 @@ impl Checkpoint {
             .iter()
             .map(|(k, shape, b)| TensorView::new(safetensors::Dtype::F32, shape.clone(), b).map(|v| (k.clone(), v)))
             .collect::<Result<_, _>>()
-            .map_err(|e| io(e.to_string()))?;
+            .map_err(format)?;
         let meta = serde_json::json!({
             "format": FORMAT,
             "step": self.step,
             "adam_t": self.adam_t,
-            "rng": {"kind": "chacha8", "seed": self.config["seed"], "stream": self.step},
+            "rng": {"kind": "chacha8", "seed": self.config.seed, "stream": self.step},
             "config": self.config,
         });
         let header = BTreeMap::from([("ims3".to_string(), meta.to_string())]).into_iter().collect();
-        let data = safetensors::serialize(views, Some(header)).map_err(|e| io(e.to_string()))?;
-        ims3_images::atomic_write(&path, &data).map_err(|e| io(e.to_string()))?;
+        let data = safetensors::serialize(views, Some(header)).map_err(format)?;
+        ims3_util::atomic_write(&path, &data).map_err(|source| CheckpointError::Io { path: path.clone(), source })?;
         Ok(path)
     }
 
     /// Reads a checkpoint, checking its format.
     pub fn read(path: &Path) -> Result<Self, CheckpointError> {
         let corrupt = |why: String| CheckpointError::Corrupt { path: path.to_path_buf(), why };
-        let bytes = std::fs::read(path).map_err(|e| CheckpointError::Io { path: path.to_path_buf(), why: e.to_string() })?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let format = |source| CheckpointError::Format { path: path.to_path_buf(), source };
+        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(format)?;
         let meta = header.metadata().as_ref().and_then(|m| m.get("ims3")).ok_or_else(|| corrupt("no `ims3` metadata".into()))?;
         let meta: serde_json::Value = serde_json::from_str(meta).map_err(|e| corrupt(e.to_string()))?;
         if meta["format"] != FORMAT {
             return Err(corrupt(format!("format {} (expected {FORMAT})", meta["format"])));
         }
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(format)?;
+        let config = serde_json::from_value(meta["config"].clone()).map_err(|source| CheckpointError::Config { path: path.to_path_buf(), source })?;
         let mut ck = Self {
             path: Some(path.to_path_buf()),
             step: meta["step"].as_u64().ok_or_else(|| corrupt("no step".into()))?,
             adam_t: meta["adam_t"].as_u64().ok_or_else(|| corrupt("no adam_t".into()))?,
-            config: meta["config"].clone(),
+            config,
             params: BTreeMap::new(),
             ema: BTreeMap::new(),
             adam: BTreeMap::new(),
@@ -198,25 +177,7 @@ impl Checkpoint {
     /// exist in the model with the same size.
     pub fn apply_to(&self, model: DiT, use_ema: bool) -> Result<DiT, CheckpointError> {
         let values = if use_ema { &self.ema } else { &self.params };
-        overwrite_parameters(model, values).map_err(|why| CheckpointError::Mismatch { path: self.path.clone().unwrap_or_default(), why })
-    }
-
-    /// The EMA as device tensors (on `device`, a plain one).
-    pub fn ema_tensors(&self, device: &Device) -> BTreeMap<String, Tensor<1>> {
-        self.ema.iter().map(|(k, v)| (k.clone(), Tensor::<1>::from_floats(v.as_slice(), device))).collect()
-    }
-
-    /// AdamW with the saved moments and step count.
-    pub fn optimizer(&self, settings: AdamWSettings, device: &Device) -> PathAdamW {
-        let mut opt = PathAdamW::new(settings);
-        opt.t = self.adam_t;
-        for (k, (m, v)) in &self.adam {
-            opt.state.insert(
-                k.clone(),
-                Moments { m: Tensor::<1>::from_floats(m.as_slice(), device), v: Tensor::<1>::from_floats(v.as_slice(), device) },
-            );
-        }
-        opt
+        overwrite_parameters(model, values).map_err(|source| CheckpointError::Mismatch { path: self.path.clone().unwrap_or_default(), source })
     }
 
     /// Number of trained values (parameters only).

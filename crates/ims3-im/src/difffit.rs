@@ -4,12 +4,10 @@
 //! ([`ims3_dit::is_difffit_trainable`]: `bias`, `norm`, `gamma` or `y_embed` in the name) to
 //! the module paths, which carry the same words as the checkpoint keys; everything else,
 //! `pos_embed` included, stops requiring gradients, so the optimiser leaves it bit-identical.
-//! `ema_update` is `ema = decay * ema + (1 - decay) * model` over every float parameter, matched
-//! by parameter id (the EMA starts as a clone of the model).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 use ims3_dit::DiT;
 
@@ -98,31 +96,6 @@ pub fn difffit_trainable_count<M: Module>(module: &M) -> usize {
     c.1
 }
 
-/// `ema <- decay * ema + (1 - decay) * model` for every float parameter (matched by id).
-pub fn ema_update<M: Module>(ema: M, model: &M, decay: f64) -> M {
-    struct Gather(HashMap<ParamId, Tensor<1>>);
-    impl ModuleVisitor for Gather {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0.insert(param.id, param.val().detach().reshape([-1]));
-        }
-    }
-    struct Blend(HashMap<ParamId, Tensor<1>>, f64);
-    impl ModuleMapper for Blend {
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let Some(src) = self.0.remove(&param.id) else { return param };
-            let decay = self.1;
-            param.map(|t| {
-                let shape = t.shape();
-                let src: Tensor<D> = src.reshape(shape);
-                (t.detach() * decay + src * (1.0 - decay)).detach()
-            })
-        }
-    }
-    let mut g = Gather(HashMap::new());
-    model.visit(&mut g);
-    ema.map(&mut Blend(g.0, decay))
-}
-
 /// The trainable parameters of `module` (those that require a gradient), by module path, as
 /// flattened detached tensors on the plain (non-autodiff) device.
 pub fn trainable_tensors<M: Module>(module: &M) -> BTreeMap<String, Tensor<1>> {
@@ -150,7 +123,7 @@ pub fn trainable_tensors<M: Module>(module: &M) -> BTreeMap<String, Tensor<1>> {
 /// Replaces the parameters named in `values` (module path -> flattened values) and reports
 /// which names matched no parameter and which had the wrong element count. The replaced
 /// parameters keep their `require_grad` flag.
-pub fn overwrite_parameters<M: Module>(module: M, values: &BTreeMap<String, Vec<f32>>) -> Result<M, String> {
+pub fn overwrite_parameters<M: Module>(module: M, values: &BTreeMap<String, Vec<f32>>) -> Result<M, ParameterMismatch> {
     struct Write<'a> {
         path: PathStack,
         values: &'a BTreeMap<String, Vec<f32>>,
@@ -184,11 +157,17 @@ pub fn overwrite_parameters<M: Module>(module: M, values: &BTreeMap<String, Vec<
     let module = module.map(&mut w);
     let unknown: Vec<&String> = values.keys().filter(|k| !w.used.contains(k)).filter(|k| !w.bad.iter().any(|b| b.starts_with(k.as_str()))).collect();
     if !w.bad.is_empty() || !unknown.is_empty() {
-        return Err(format!(
-            "{}{}",
-            if w.bad.is_empty() { String::new() } else { format!("wrong sizes: {}; ", w.bad.join(", ")) },
-            if unknown.is_empty() { String::new() } else { format!("no such parameter: {}", unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")) }
-        ));
+        return Err(ParameterMismatch { wrong_sizes: w.bad, unknown: unknown.into_iter().cloned().collect() });
     }
     Ok(module)
+}
+
+/// Parameters of a checkpoint that do not fit a model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}", if wrong_sizes.is_empty() { String::new() } else { format!("wrong sizes: {}; ", wrong_sizes.join(", ")) }, if unknown.is_empty() { String::new() } else { format!("no such parameter: {}", unknown.join(", ")) })]
+pub struct ParameterMismatch {
+    /// `path: n values for shape [..]`.
+    pub wrong_sizes: Vec<String>,
+    /// Names that match no parameter.
+    pub unknown: Vec<String>,
 }

@@ -1,22 +1,34 @@
 //! Inversion-Matching (IM) fine-tuning of DiT, IMS3's first stage (REFERENCE section 3).
 //!
+//! - `config.rs`: the recipe (`TrainConfig`: loss terms, AdamW, EMA, batch, cadence).
 //! - `losses.rs`: the IM term and Minimax's representativeness/diversity memory terms.
 //! - `step.rs`: one step's loss (diffusion MSE + VB + the switchable extra terms).
-//! - `difffit.rs`: Difffit parameter selection, the EMA, parameter access by module path.
+//! - `state.rs`: everything a run changes (model, EMA, AdamW, memories, step) and one step over it.
+//! - `difffit.rs`: Difffit parameter selection, parameter access by module path.
+//! - `ema.rs`: the EMA of the trained weights.
 //! - `optim.rs`: PyTorch's AdamW with its state keyed by module path.
+//! - `data.rs`: the training set as the trainer sees it, data order, each step's random draws.
 //! - `checkpoint.rs`: checkpoints of only what changes (trained parameters, EMA, AdamW, memories).
-//! - `train.rs`: the loop (data order, seeded randomness, resume, metrics, progress).
+//! - `train.rs`: the loop (resume, metrics, progress).
 
 pub mod checkpoint;
+pub mod config;
+pub mod data;
 pub mod difffit;
+pub mod ema;
 pub mod losses;
 pub mod optim;
+pub mod state;
 pub mod step;
 pub mod train;
 
 pub use checkpoint::{Checkpoint, CheckpointError, list_checkpoints};
-pub use difffit::{difffit_trainable_count, ema_update, mark_all_trainable, mark_difffit_trainable, overwrite_parameters, parameters_by_path, trainable_tensors};
+pub use config::{AdamWSettings, ConfigError, LossConfig, TrainConfig, Trainable};
+pub use data::{InMemoryData, TrainData, draw_batch, epoch_order};
+pub use difffit::{ParameterMismatch, difffit_trainable_count, mark_all_trainable, mark_difffit_trainable, overwrite_parameters, parameters_by_path, trainable_tensors};
+pub use ema::Ema;
 pub use losses::{IM_LAMBDA, LAMBDA_NEG, LAMBDA_POS, MEMORY_SIZE, MinimaxMemory, im_loss, pairwise_cosine};
-pub use optim::{AdamWSettings, PathAdamW};
-pub use step::{LossConfig, StepBatch, StepLoss, im_step_loss};
-pub use train::{CachedLatents, InMemoryData, RunOptions, TrainConfig, Trainable, TrainData, TrainError, TrainOutcome, train};
+pub use optim::PathAdamW;
+pub use state::TrainState;
+pub use step::{StepBatch, StepLoss, im_step_loss};
+pub use train::{RunOptions, TrainError, TrainOutcome, train};

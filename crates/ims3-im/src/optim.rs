@@ -19,26 +19,9 @@ use std::collections::BTreeMap;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use serde::{Deserialize, Serialize};
 
+use crate::config::AdamWSettings;
 use crate::difffit::PathStack;
-
-/// AdamW hyper-parameters; every default is the reference's.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdamWSettings {
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
-}
-
-impl Default for AdamWSettings {
-    fn default() -> Self {
-        Self { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
-    }
-}
 
 /// First and second moments of one parameter, flattened.
 #[derive(Clone, Debug)]

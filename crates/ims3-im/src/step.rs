@@ -1,4 +1,4 @@
-//! One IMS3 training step's loss (REFERENCE section 3), shared by the trainer and the GPU bench.
+//! One IMS3 training step's loss (REFERENCE section 3); `TrainState::step` applies it.
 //!
 //! ```text
 //! x_t    = q_sample(x0, t, noise)                       t ~ U{0..T-1}, per sample
@@ -16,39 +16,9 @@
 use burn::prelude::*;
 use ims3_diffusion::GaussianDiffusion;
 use ims3_dit::DiT;
-use serde::{Deserialize, Serialize};
 
-use crate::losses::{IM_LAMBDA, LAMBDA_NEG, LAMBDA_POS, MEMORY_SIZE, MinimaxMemory, im_loss};
-
-/// Which loss terms are on, with their weights. The defaults are IMS3's (`run.sh`: IM on with
-/// lambda 0.002, Minimax's `--condense` terms on). The paper's ablations are one switch apart:
-/// DiT (both off), Minimax (`im = false`), IM only (`minimax = false`), IM + Minimax (default).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LossConfig {
-    pub im: bool,
-    pub im_lambda: f64,
-    pub minimax: bool,
-    pub lambda_pos: f64,
-    pub lambda_neg: f64,
-    pub memory_size: usize,
-    /// Label dropout probability of both forwards (DiT's `class_dropout_prob`).
-    pub label_dropout: f64,
-}
-
-impl Default for LossConfig {
-    fn default() -> Self {
-        Self {
-            im: true,
-            im_lambda: IM_LAMBDA,
-            minimax: true,
-            lambda_pos: LAMBDA_POS,
-            lambda_neg: LAMBDA_NEG,
-            memory_size: MEMORY_SIZE,
-            label_dropout: 0.1,
-        }
-    }
-}
+use crate::config::LossConfig;
+use crate::losses::{MinimaxMemory, im_loss};
 
 /// Everything random about one step, drawn on the host so it is seeded.
 #[derive(Clone, Debug)]

@@ -4,7 +4,7 @@
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use ims3_dit::{DiT, DiTConfig};
-use ims3_im::{difffit_trainable_count, ema_update, im_loss, mark_difffit_trainable, parameters_by_path, IM_LAMBDA};
+use ims3_im::{difffit_trainable_count, im_loss, mark_difffit_trainable, parameters_by_path, trainable_tensors, Ema, IM_LAMBDA};
 
 fn tiny() -> DiTConfig {
     DiTConfig {
@@ -52,7 +52,7 @@ fn frozen_parameters_stay_bit_identical_and_trained_ones_move() {
     assert_eq!(difffit_trainable_count(&model), by_keys);
 
     let before = parameters_by_path(&model);
-    let diffusion = ims3_diffusion::GaussianDiffusion::dit("").unwrap();
+    let diffusion = ims3_diffusion::GaussianDiffusion::dit(&Default::default()).unwrap();
     let mut noise = ims3_diffusion::NoiseSource::new(0);
     let mut opt = AdamWConfig::new().with_beta_1(0.9).with_beta_2(0.999).with_epsilon(1e-8).with_weight_decay(0.0).init();
     let y = Tensor::<1, Int>::from_ints([1, 3], &device);
@@ -88,25 +88,33 @@ fn frozen_parameters_stay_bit_identical_and_trained_ones_move() {
 }
 
 #[test]
-fn ema_blends_every_parameter() {
-    let device = Device::flex();
+fn ema_blends_every_trained_parameter_and_only_those() {
+    let device = Device::flex().autodiff();
     let cfg = tiny();
-    let model = jittered(&cfg, &device);
-    let ema = model.clone();
+    let model = mark_difffit_trainable(jittered(&cfg, &device));
+    let mut ema = Ema::new(&model, 0.75);
+    assert_eq!(ema.values.len(), trainable_tensors(&model).len());
+    assert!(ema.values.keys().all(|k| ims3_dit::is_difffit_trainable(k)) && !ema.values.contains_key("pos_embed"));
     // Move the model: add 1 to every parameter, then blend with decay 0.75.
     let moved = {
         use burn::module::{ModuleMapper, Param};
         struct AddOne;
         impl ModuleMapper for AddOne {
             fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-                param.map(|t| t + 1.0)
+                param.map(|t| {
+                    let trained = t.is_require_grad();
+                    let t = (t + 1.0).detach();
+                    if trained { t.require_grad() } else { t }
+                })
             }
         }
         model.clone().map(&mut AddOne)
     };
-    let blended = ema_update(ema, &moved, 0.75);
-    for ((p, a), (_, b)) in parameters_by_path(&model).iter().zip(parameters_by_path(&blended)) {
-        for (x, y) in a.iter().zip(&b) {
+    ema.update(&moved);
+    let before: std::collections::BTreeMap<String, Vec<f32>> = parameters_by_path(&model).into_iter().collect();
+    for (p, t) in &ema.values {
+        let got: Vec<f32> = t.clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        for (x, y) in before[p].iter().zip(&got) {
             assert!((y - (x + 0.25)).abs() < 1e-6, "{p}: {y} vs {}", x + 0.25);
         }
     }

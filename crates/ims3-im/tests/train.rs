@@ -142,7 +142,7 @@ fn checkpoint_holds_only_the_trained_parameters_and_applies_to_the_base() {
 
     // A checkpoint for another model is refused with the names that do not fit.
     let other = DiTConfig { hidden_size: 64, ..tiny() }.init(&device);
-    let err = ck.apply_to(other, false).unwrap_err().to_string();
+    let err = ims3_util::error_chain(&ck.apply_to(other, false).unwrap_err());
     assert!(err.contains("does not fit this DiT") && err.contains("wrong sizes"), "{err}");
 
     // Resuming with a different recipe is an error, not a silent mix.
@@ -159,7 +159,7 @@ fn loss_falls_on_real_images() {
     let data = fashion(64, 4);
     let start = base(&device);
     // A fixed evaluation batch: 32 images, timesteps spread over the schedule, fixed noise.
-    let diffusion = ims3_diffusion::GaussianDiffusion::dit("").unwrap();
+    let diffusion = ims3_diffusion::GaussianDiffusion::dit(&Default::default()).unwrap();
     let mut noise = ims3_diffusion::NoiseSource::new(11);
     let eval = StepBatch {
         x0: Tensor::<1>::from_floats(&data.values[..32 * 64], &device).reshape([32, 1, 8, 8]),

@@ -14,42 +14,65 @@ pub struct IdxU8 {
     pub data: Vec<u8>,
 }
 
-fn bad(path: &Path, why: impl Into<String>) -> ImageError {
-    ImageError::Decode { path: path.to_path_buf(), why: why.into() }
+/// What is wrong with an IDX file's bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum IdxError {
+    #[error("gzip stream")]
+    Gzip(#[source] std::io::Error),
+    #[error("bad magic (not an IDX file)")]
+    Magic,
+    #[error("IDX element type 0x{0:02x}, only unsigned bytes (0x08) are supported")]
+    ElementType(u8),
+    #[error("IDX header truncated ({dims} dimensions, {bytes} bytes)")]
+    Header { dims: usize, bytes: usize },
+    #[error("IDX dims {dims:?} need {need} values, file has {have}")]
+    Length { dims: Vec<usize>, need: usize, have: usize },
+    #[error("image dims {images:?} and label dims {labels:?} do not pair")]
+    Pairing { images: Vec<usize>, labels: Vec<usize> },
 }
 
 /// Reads an IDX file of unsigned bytes, gzipped or not.
 pub fn read_idx_u8(path: &Path) -> Result<IdxU8, ImageError> {
-    let raw = std::fs::read(path).map_err(|e| ImageError::Read { path: path.to_path_buf(), why: e.to_string() })?;
+    let bad = |source: IdxError| ImageError::Idx { path: path.to_path_buf(), source };
+    let raw = std::fs::read(path).map_err(|source| ImageError::Open { path: path.to_path_buf(), source })?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice()).read_to_end(&mut out).map_err(|e| bad(path, format!("gzip: {e}")))?;
+        flate2::read::GzDecoder::new(raw.as_slice()).read_to_end(&mut out).map_err(|e| bad(IdxError::Gzip(e)))?;
         out
     } else {
         raw
     };
-    parse_idx_u8(&bytes).map_err(|why| bad(path, why))
+    parse_idx_u8(&bytes).map_err(bad)
 }
 
 /// Parses IDX bytes (already decompressed).
-pub fn parse_idx_u8(bytes: &[u8]) -> Result<IdxU8, String> {
+pub fn parse_idx_u8(bytes: &[u8]) -> Result<IdxU8, IdxError> {
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
-        return Err("not an IDX file (bad magic)".into());
+        return Err(IdxError::Magic);
     }
     if bytes[2] != 0x08 {
-        return Err(format!("IDX element type 0x{:02x}, only unsigned bytes (0x08) are supported", bytes[2]));
+        return Err(IdxError::ElementType(bytes[2]));
     }
     let nd = bytes[3] as usize;
     let head = 4 + 4 * nd;
     if nd == 0 || bytes.len() < head {
-        return Err(format!("IDX header truncated ({nd} dimensions, {} bytes)", bytes.len()));
+        return Err(IdxError::Header { dims: nd, bytes: bytes.len() });
     }
     let dims: Vec<usize> = (0..nd).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize).collect();
     let n: usize = dims.iter().product();
     if bytes.len() != head + n {
-        return Err(format!("IDX dims {dims:?} need {n} values, file has {}", bytes.len() - head));
+        return Err(IdxError::Length { have: bytes.len() - head, need: n, dims });
     }
     Ok(IdxU8 { dims, data: bytes[head..].to_vec() })
+}
+
+/// Mean and standard deviation (population) of 8-bit grey pixels scaled to [0, 1]: the
+/// normalisation of a grey dataset's networks, from its training pixels.
+pub fn grey_stats(pixels: &[u8]) -> (f32, f32) {
+    let n = pixels.len().max(1) as f64;
+    let mean = pixels.iter().map(|&v| v as f64 / 255.0).sum::<f64>() / n;
+    let var = pixels.iter().map(|&v| (v as f64 / 255.0 - mean).powi(2)).sum::<f64>() / n;
+    (mean as f32, var.sqrt() as f32)
 }
 
 /// A split of an IDX image dataset: `<prefix>-images-idx3-ubyte[.gz]` with
@@ -68,16 +91,17 @@ impl IdxSplit {
     /// the file that is missing or does not pair.
     pub fn read(dir: &Path, prefix: &str) -> Result<Self, ImageError> {
         let find = |stem: String| -> Result<std::path::PathBuf, ImageError> {
-            [format!("{stem}.gz"), stem.clone()].into_iter().map(|n| dir.join(n)).find(|p| p.is_file()).ok_or_else(|| ImageError::Read {
-                path: dir.join(&stem),
-                why: format!("no {stem}[.gz] in {}", dir.display()),
-            })
+            [format!("{stem}.gz"), stem.clone()]
+                .into_iter()
+                .map(|n| dir.join(n))
+                .find(|p| p.is_file())
+                .ok_or_else(|| ImageError::IdxMissing { dir: dir.to_path_buf(), stem })
         };
         let images_path = find(format!("{prefix}-images-idx3-ubyte"))?;
         let images = read_idx_u8(&images_path)?;
         let labels = read_idx_u8(&find(format!("{prefix}-labels-idx1-ubyte"))?)?;
         if images.dims.len() != 3 || labels.dims.len() != 1 || images.dims[0] != labels.dims[0] {
-            return Err(bad(&images_path, format!("image dims {:?} and label dims {:?} do not pair", images.dims, labels.dims)));
+            return Err(ImageError::Idx { path: images_path, source: IdxError::Pairing { images: images.dims, labels: labels.dims } });
         }
         Ok(Self { pixels: images.data, labels: labels.data, height: images.dims[1], width: images.dims[2] })
     }
@@ -107,6 +131,12 @@ impl IdxSplit {
         crate::pil::Rgb8::from_grey(self.width, self.height, self.image(i))
     }
 
+    /// The whole split as `[N, 1, H, W]` values in [-1, 1] (`v / 127.5 - 1`), what a pixel-space
+    /// DiT trains on.
+    pub fn values_pm1(&self) -> Vec<f32> {
+        self.pixels.iter().map(|&v| v as f32 / 127.5 - 1.0).collect()
+    }
+
     /// Indices of the images of class `c`, in file order.
     pub fn of_class(&self, c: u8) -> Vec<usize> {
         (0..self.len()).filter(|&i| self.labels[i] == c).collect()
@@ -122,9 +152,10 @@ mod tests {
         let mut b = vec![0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3];
         b.extend([1, 2, 3, 4, 5, 6]);
         assert_eq!(parse_idx_u8(&b).unwrap(), IdxU8 { dims: vec![2, 3], data: vec![1, 2, 3, 4, 5, 6] });
-        assert!(parse_idx_u8(&b[..15]).unwrap_err().contains("need 6 values"));
+        assert!(parse_idx_u8(&b[..15]).unwrap_err().to_string().contains("need 6 values"));
         b[2] = 0x0d;
-        assert!(parse_idx_u8(&b).unwrap_err().contains("0x0d"));
-        assert!(parse_idx_u8(b"PNG").unwrap_err().contains("bad magic"));
+        assert!(parse_idx_u8(&b).unwrap_err().to_string().contains("0x0d"));
+        assert!(parse_idx_u8(b"PNG").unwrap_err().to_string().contains("bad magic"));
+        assert_eq!(grey_stats(&[0, 255]), (0.5, 0.5));
     }
 }

@@ -24,15 +24,24 @@ pub struct Rgb {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("{path}: cannot read image: {why}")]
-    Read { path: PathBuf, why: String },
-    #[error("{path}: cannot write image: {why}")]
-    Write { path: PathBuf, why: String },
-    #[error("{path}: cannot list folder: {why}")]
-    List { path: PathBuf, why: String },
-    #[error("{path}: cannot decode: {why}")]
-    Decode { path: PathBuf, why: String },
+    #[error("{path}: cannot open")]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("{path}: cannot decode image")]
+    Decode { path: PathBuf, source: image::ImageError },
+    #[error("{path}: cannot write image")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("{path}: cannot list folder")]
+    List { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a valid IDX file")]
+    Idx { path: PathBuf, source: idx::IdxError },
+    #[error("{dir}: no {stem}[.gz]")]
+    IdxMissing { dir: PathBuf, stem: String },
 }
+
+/// ImageNet's per-channel mean and standard deviation (torchvision's `Normalize`), the one copy
+/// every ImageNet-side preprocessing uses.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// File extensions taken as images (case-insensitive), as IMS3's `list_images`.
 pub const IMAGE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"];
@@ -58,9 +67,9 @@ impl Rgb {
 pub fn read_rgb(path: &Path) -> Result<Rgb, ImageError> {
     let img = image::ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
-        .map_err(|e| ImageError::Read { path: path.to_path_buf(), why: e.to_string() })?
+        .map_err(|source| ImageError::Open { path: path.to_path_buf(), source })?
         .decode()
-        .map_err(|e| ImageError::Read { path: path.to_path_buf(), why: e.to_string() })?
+        .map_err(|source| ImageError::Decode { path: path.to_path_buf(), source })?
         .to_rgb8();
     let (w, h) = (img.width() as usize, img.height() as usize);
     let mut data = vec![0.0f32; 3 * w * h];
@@ -75,7 +84,7 @@ pub fn read_rgb(path: &Path) -> Result<Rgb, ImageError> {
 /// Writes an RGB image with values in [0, 1] as PNG (values clamped, rounded to 8 bits, as
 /// `torchvision.utils.save_image`), atomically: a temporary file then a rename.
 pub fn write_png(path: &Path, img: &Rgb) -> Result<(), ImageError> {
-    let err = |why: String| ImageError::Write { path: path.to_path_buf(), why };
+    let err = |source: std::io::Error| ImageError::Write { path: path.to_path_buf(), source };
     let (w, h) = (img.width, img.height);
     let mut buf = image::RgbImage::new(w as u32, h as u32);
     for y in 0..h {
@@ -85,21 +94,8 @@ pub fn write_png(path: &Path, img: &Rgb) -> Result<(), ImageError> {
         }
     }
     let mut bytes = std::io::Cursor::new(Vec::new());
-    buf.write_to(&mut bytes, image::ImageFormat::Png).map_err(|e| err(e.to_string()))?;
-    atomic_write(path, bytes.get_ref()).map_err(|e| err(e.to_string()))
-}
-
-/// Writes `bytes` to `path` through a temporary sibling and a rename, creating the parent
-/// folder: an interrupted write never leaves a truncated file at `path`.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(name);
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    buf.write_to(&mut bytes, image::ImageFormat::Png).map_err(|e| err(std::io::Error::other(e)))?;
+    ims3_util::atomic_write(path, bytes.get_ref()).map_err(err)
 }
 
 /// Image files directly in `dir` or below it, sorted by path (the reference takes filesystem
@@ -108,9 +104,9 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, ImageError> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|e| ImageError::List { path: d.clone(), why: e.to_string() })?;
+        let entries = std::fs::read_dir(&d).map_err(|source| ImageError::List { path: d.clone(), source })?;
         for e in entries {
-            let p = e.map_err(|e| ImageError::List { path: d.clone(), why: e.to_string() })?.path();
+            let p = e.map_err(|source| ImageError::List { path: d.clone(), source })?.path();
             if p.is_dir() {
                 stack.push(p);
             } else if p

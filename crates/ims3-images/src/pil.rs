@@ -199,9 +199,9 @@ impl Rgb8 {
 pub fn read_rgb8(path: &std::path::Path) -> Result<Rgb8, crate::ImageError> {
     let img = image::ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
-        .map_err(|e| crate::ImageError::Read { path: path.to_path_buf(), why: e.to_string() })?
+        .map_err(|source| crate::ImageError::Open { path: path.to_path_buf(), source })?
         .decode()
-        .map_err(|e| crate::ImageError::Read { path: path.to_path_buf(), why: e.to_string() })?
+        .map_err(|source| crate::ImageError::Decode { path: path.to_path_buf(), source })?
         .to_rgb8();
     Ok(Rgb8 { width: img.width() as usize, height: img.height() as usize, data: img.into_raw() })
 }

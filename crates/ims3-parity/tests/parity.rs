@@ -67,7 +67,7 @@ fn check_diffusion(case: &Case, device: &Device) -> Result<Outcome> {
     let respacing = case.config["timestep_respacing"].as_str().context("timestep_respacing")?;
     let schedule: NoiseSchedule = case.config["noise_schedule"].as_str().unwrap_or("linear").parse()?;
     let learn_sigma = case.config["learn_sigma"].as_bool().unwrap_or(true);
-    let diffusion = GaussianDiffusion::new(schedule, 1000, respacing, learn_sigma)?;
+    let diffusion = GaussianDiffusion::new(schedule, 1000, &respacing.parse()?, learn_sigma)?;
     let io = case.io()?;
     let get = |k: &str| io.get(k).with_context(|| format!("{}: io.safetensors has no '{k}'", case.name));
     let s = &diffusion.schedule;
@@ -162,7 +162,7 @@ fn check_s3(case: &Case) -> Result<Outcome> {
 }
 
 fn check_resnet18_torchvision(case: &Case, device: &Device) -> Result<Outcome> {
-    let model = ims3_features::load_resnet18(case.dir.join("weights.pth"), device)?;
+    let model = ims3_nets::load_torchvision_resnet18(case.dir.join("weights.pth"), device)?;
     let io = case.io()?;
     let get = |k: &str| io.get(k).with_context(|| format!("{}: io.safetensors has no '{k}'", case.name));
     let image = get("image")?.tensor::<4>(device);
@@ -193,7 +193,7 @@ fn check_vae(case: &Case, device: &Device) -> Result<Outcome> {
 }
 
 fn check_resnet_ap(case: &Case, device: &Device) -> Result<Outcome> {
-    use ims3_eval::{Norm, ResNetAPConfig};
+    use ims3_nets::{Norm, ResNetAPConfig};
     let arch = case.config["arch"].as_str().unwrap_or("resnet_ap10");
     let depth: usize = arch.trim_start_matches("resnet_ap").split('_').next().unwrap_or("10").parse().unwrap_or(10);
     let norm = if case.config["norm_type"].as_str().unwrap_or("instance").starts_with("batch") { Norm::Batch } else { Norm::Instance };
@@ -205,7 +205,7 @@ fn check_resnet_ap(case: &Case, device: &Device) -> Result<Outcome> {
         width: 1.0,
         channels: 3,
     };
-    let model = ims3_eval::load_resnet_ap(case.dir.join("weights.pt"), &config, device)?;
+    let model = ims3_nets::load_resnet_ap(case.dir.join("weights.pt"), &config, device)?;
     let io = case.io()?;
     let get = |k: &str| io.get(k).with_context(|| format!("{}: io.safetensors has no '{k}'", case.name));
     let logits = model.forward(get("image")?.tensor::<4>(device));
@@ -215,13 +215,13 @@ fn check_resnet_ap(case: &Case, device: &Device) -> Result<Outcome> {
 /// IDC ResNet (`resnet_idc`): depth from `depth` or the digits of `arch` (default 18), norm from
 /// `norm_type`, `image -> logits`.
 fn check_resnet_idc(case: &Case, device: &Device) -> Result<Outcome> {
-    use ims3_eval::{Norm, ResNetIdcConfig};
+    use ims3_nets::{Norm, ResNetConfig};
     let arch = case.config["arch"].as_str().unwrap_or("resnet18");
     let digits: String = arch.chars().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect();
     let depth = case.config["depth"].as_u64().map(|d| d as usize).or_else(|| digits.parse().ok()).unwrap_or(18);
     let norm = if case.config["norm_type"].as_str().unwrap_or("instance").starts_with("batch") { Norm::Batch } else { Norm::Instance };
-    let config = ResNetIdcConfig { depth, num_classes: case.usize("num_classes")?, input_size: case.usize("input_size")?, norm, channels: 3 };
-    let model = ims3_eval::load_resnet_idc(case.dir.join("weights.pt"), &config, device)?;
+    let config = ResNetConfig { norm, ..ResNetConfig::idc(depth, case.usize("num_classes")?, case.usize("input_size")?) };
+    let model = ims3_nets::load_idc_resnet(case.dir.join("weights.pt"), &config, device)?;
     let io = case.io()?;
     let get = |k: &str| io.get(k).with_context(|| format!("{}: io.safetensors has no '{k}'", case.name));
     let logits = model.forward(get("image")?.tensor::<4>(device));

@@ -23,16 +23,28 @@ use crate::{Centroids, Params, Selection, centroid};
 pub enum PipelineError {
     #[error("class {class}: real image folder {dir} holds no image")]
     EmptyRealClass { class: String, dir: PathBuf },
+    #[error("class {class}: {path}: cannot read the candidates")]
+    CandidatesIo { class: String, path: PathBuf, source: std::io::Error },
+    #[error("class {class}: {path}: not a candidates file")]
+    CandidatesFormat { class: String, path: PathBuf, source: safetensors::SafeTensorError },
     #[error("class {class}: {path}: {why}")]
     Candidates { class: String, path: PathBuf, why: String },
+    #[error("{dir}: no <class>.safetensors candidate file")]
+    NoCandidates { dir: PathBuf },
+    #[error("{source_name}: no training image has label {label} (class {class})")]
+    NoRealImages { source_name: String, label: u8, class: String },
     #[error("class {class}: {have} candidate images, fewer than {groups} groups x {ipc} per group")]
     TooFewCandidates { class: String, have: usize, groups: usize, ipc: usize },
     #[error(transparent)]
     Image(#[from] ims3_images::ImageError),
     #[error(transparent)]
     Select(#[from] crate::S3Error),
+    #[error("{path}: cannot read or write")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a safetensors file")]
+    Format { path: PathBuf, source: safetensors::SafeTensorError },
     #[error("{path}: {why}")]
-    Io { path: PathBuf, why: String },
+    Layout { path: PathBuf, why: String },
 }
 
 /// How the real centroids are taken (reference: up to 200 images, seed 0, 256x256 bilinear).
@@ -110,9 +122,10 @@ pub fn real_centroid_idx(encoder: &dyn FeatureEncoder, split: &ims3_images::idx:
 pub fn read_candidates(dir: &Path, class: &str) -> Result<Vec<Rgb>, PipelineError> {
     let path = dir.join(format!("{class}.safetensors"));
     let err = |why: String| PipelineError::Candidates { class: class.into(), path: path.clone(), why };
-    let bytes = std::fs::read(&path).map_err(|e| err(e.to_string()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
-    let view = st.tensor("images").map_err(|e| err(e.to_string()))?;
+    let format = |source| PipelineError::CandidatesFormat { class: class.into(), path: path.clone(), source };
+    let bytes = std::fs::read(&path).map_err(|source| PipelineError::CandidatesIo { class: class.into(), path: path.clone(), source })?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(format)?;
+    let view = st.tensor("images").map_err(format)?;
     let shape = view.shape().to_vec();
     if shape.len() != 4 || shape[1] != 3 || view.dtype() != safetensors::Dtype::F32 {
         return Err(err(format!("'images' must be float32 [N, 3, H, W], found {:?} {:?}", view.dtype(), shape)));
@@ -150,12 +163,82 @@ pub fn candidate_centroids(
     Ok(out)
 }
 
+/// Where the real images of each class come from.
+pub enum RealImages<'a> {
+    /// `<root>/<class>/*` image folders (the reference's training split).
+    Folders(&'a Path),
+    /// An IDX split (Fashion-MNIST): `labels[i]` is the IDX label of class `i`; `name` is
+    /// the folder it was read from (for messages).
+    Idx { split: &'a ims3_images::idx::IdxSplit, labels: Vec<u8>, name: String },
+}
+
+/// The centroids of a whole selection problem and what went into the real ones.
+pub struct EncodedCentroids {
+    pub centroids: Centroids,
+    pub real_images_used: Vec<usize>,
+    pub real_images_skipped: Vec<usize>,
+}
+
+/// Encodes every class: its real centroid (from `real`, as [`RealOptions`] say) and the
+/// centroids of its `groups` candidate subgroups of `ipc` images, with a progress bar.
+pub fn encode_centroids(
+    encoder: &dyn FeatureEncoder,
+    classes: &[String],
+    candidates: &[Vec<Rgb>],
+    real: &RealImages,
+    groups: usize,
+    ipc: usize,
+    opts: &RealOptions,
+    show_progress: bool,
+) -> Result<EncodedCentroids, PipelineError> {
+    let pb = ims3_util::progress_bar(classes.len() as u64, "encode classes", show_progress);
+    let (mut real_c, mut cand_c, mut used, mut skipped) = (vec![], vec![], vec![], vec![]);
+    for (k, (class, imgs)) in classes.iter().zip(candidates).enumerate() {
+        let (r, n, s) = match real {
+            RealImages::Idx { split, labels, name } => {
+                let label = labels[k];
+                let (r, n) = real_centroid_idx(encoder, split, label, opts);
+                if n == 0 {
+                    return Err(PipelineError::NoRealImages { source_name: name.clone(), label, class: class.clone() });
+                }
+                (r, n, 0)
+            }
+            RealImages::Folders(root) => real_centroid(encoder, class, &root.join(class), opts)?,
+        };
+        tracing::info!(class, used = n, skipped = s, "real centroid");
+        real_c.push(r);
+        used.push(n);
+        skipped.push(s);
+        cand_c.push(candidate_centroids(encoder, class, imgs, groups, ipc)?);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok(EncodedCentroids { centroids: Centroids { dim: encoder.dim(), candidates: cand_c, real: real_c }, real_images_used: used, real_images_skipped: skipped })
+}
+
+/// The class ids of a candidates folder: its `<class>.safetensors` files' stems, sorted.
+pub fn candidate_classes(dir: &Path) -> Result<Vec<String>, PipelineError> {
+    let io = |source| PipelineError::Io { path: dir.to_path_buf(), source };
+    let mut classes = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io)? {
+        let p = e.map_err(io)?.path();
+        if p.extension().is_some_and(|x| x == "safetensors") {
+            classes.push(p.file_stem().unwrap_or_default().to_string_lossy().into_owned());
+        }
+    }
+    classes.sort();
+    if classes.is_empty() {
+        return Err(PipelineError::NoCandidates { dir: dir.to_path_buf() });
+    }
+    Ok(classes)
+}
+
 fn write_f32_tensors(
     path: &Path,
     tensors: &[(&str, Vec<usize>, &[f32])],
     metadata: BTreeMap<String, String>,
 ) -> Result<(), PipelineError> {
-    let io = |why: String| PipelineError::Io { path: path.to_path_buf(), why };
+    let format = |source| PipelineError::Format { path: path.to_path_buf(), source };
     let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, d)| d.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
@@ -163,17 +246,17 @@ fn write_f32_tensors(
         .map(|((name, shape, _), b)| {
             safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
                 .map(|v| (name.to_string(), v))
-                .map_err(|e| io(e.to_string()))
+                .map_err(format)
         })
         .collect::<Result<_, _>>()?;
     let meta: std::collections::HashMap<String, String> = metadata.into_iter().collect();
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| io(e.to_string()))?;
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(format)?;
     atomic_write(path, &bytes)
 }
 
-/// [`ims3_images::atomic_write`] with this module's error.
+/// [`ims3_util::atomic_write`] with this module's error.
 fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), PipelineError> {
-    ims3_images::atomic_write(path, bytes).map_err(|e| PipelineError::Io { path: path.to_path_buf(), why: e.to_string() })
+    ims3_util::atomic_write(path, bytes).map_err(|source| PipelineError::Io { path: path.to_path_buf(), source })
 }
 
 /// Saves the centroids in the fixtures' `s3` layout.
@@ -191,13 +274,14 @@ pub fn save_centroids(path: &Path, c: &Centroids) -> Result<(), PipelineError> {
 
 /// Reads centroids saved by [`save_centroids`] (or an `s3` fixture's `io.safetensors`).
 pub fn load_centroids(path: &Path) -> Result<Centroids, PipelineError> {
-    let io = |why: String| PipelineError::Io { path: path.to_path_buf(), why };
-    let bytes = std::fs::read(path).map_err(|e| io(e.to_string()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| io(e.to_string()))?;
+    let layout = |why: String| PipelineError::Layout { path: path.to_path_buf(), why };
+    let format = |source| PipelineError::Format { path: path.to_path_buf(), source };
+    let bytes = std::fs::read(path).map_err(|source| PipelineError::Io { path: path.to_path_buf(), source })?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(format)?;
     let read = |name: &str| -> Result<(Vec<usize>, Vec<f64>), PipelineError> {
-        let v = st.tensor(name).map_err(|e| io(format!("{name}: {e}")))?;
+        let v = st.tensor(name).map_err(format)?;
         if v.dtype() != safetensors::Dtype::F32 {
-            return Err(io(format!("{name} must be float32")));
+            return Err(layout(format!("{name} must be float32")));
         }
         let data = v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect();
         Ok((v.shape().to_vec(), data))
@@ -205,7 +289,7 @@ pub fn load_centroids(path: &Path) -> Result<Centroids, PipelineError> {
     let (rs, real) = read("real_centroids")?;
     let (cs, cand) = read("candidate_centroids")?;
     if rs.len() != 2 || cs.len() != 3 || rs[0] != cs[0] || rs[1] != cs[2] {
-        return Err(io(format!("real_centroids {rs:?} and candidate_centroids {cs:?} do not agree ([C, D] and [C, G, D])")));
+        return Err(layout(format!("real_centroids {rs:?} and candidate_centroids {cs:?} do not agree ([C, D] and [C, G, D])")));
     }
     let (c, g, d) = (cs[0], cs[1], cs[2]);
     Ok(Centroids {

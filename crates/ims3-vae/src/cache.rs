@@ -40,8 +40,10 @@ pub struct LatentCache {
 pub enum CacheError {
     #[error(transparent)]
     Image(#[from] ims3_images::ImageError),
-    #[error("{path}: {why}")]
-    Io { path: PathBuf, why: String },
+    #[error("{path}: cannot read or write")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a latent cache")]
+    Format { path: PathBuf, source: safetensors::SafeTensorError },
     #[error("class folder {0} holds no image")]
     EmptyClass(PathBuf),
 }
@@ -73,7 +75,7 @@ pub fn inputs_hash(classes: &[ClassFolder], settings: &str) -> Result<(String, V
             return Err(CacheError::EmptyClass(class.dir.clone()));
         }
         for p in list {
-            let bytes = std::fs::read(&p).map_err(|e| CacheError::Io { path: p.clone(), why: e.to_string() })?;
+            let bytes = std::fs::read(&p).map_err(|source| CacheError::Io { path: p.clone(), source })?;
             h.update(class.label.to_le_bytes());
             h.update(p.strip_prefix(&class.dir).unwrap_or(&p).to_string_lossy().as_bytes());
             h.update((bytes.len() as u64).to_le_bytes());
@@ -88,13 +90,7 @@ impl LatentCache {
     /// Encodes every image of `classes` (batched, with a progress bar).
     pub fn build(vae: &AutoencoderKL, classes: &[ClassFolder], settings: &str, opts: &CacheOptions, device: &Device) -> Result<Self, CacheError> {
         let (hash, files) = inputs_hash(classes, settings)?;
-        let pb = if opts.show_progress {
-            indicatif::ProgressBar::new(files.len() as u64).with_style(
-                indicatif::ProgressStyle::with_template("vae-encode [{bar:30}] {pos}/{len} images {per_sec} ETA {eta}").expect("template"),
-            )
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
+        let pb = ims3_util::progress_bar(files.len() as u64, "vae-encode", opts.show_progress);
         let s = opts.image_size;
         let (mut labels, mut names, mut mean, mut std, mut skipped) = (vec![], vec![], vec![], vec![], vec![]);
         let mut shape = [0usize; 3];
@@ -147,16 +143,16 @@ impl LatentCache {
 
     /// Writes the cache as safetensors, atomically.
     pub fn save(&self, path: &Path, settings: &str) -> Result<(), CacheError> {
-        let io = |why: String| CacheError::Io { path: path.to_path_buf(), why };
+        let format = |source| CacheError::Format { path: path.to_path_buf(), source };
         let [c, h, w] = self.shape;
         let n = self.len();
         let to_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         let (mb, sb) = (to_bytes(&self.mean), to_bytes(&self.std));
         let lb: Vec<u8> = self.labels.iter().flat_map(|x| x.to_le_bytes()).collect();
         let views = vec![
-            ("mean".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![n, 2, c, h, w], &mb).map_err(|e| io(e.to_string()))?),
-            ("std".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![n, 2, c, h, w], &sb).map_err(|e| io(e.to_string()))?),
-            ("labels".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![n], &lb).map_err(|e| io(e.to_string()))?),
+            ("mean".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![n, 2, c, h, w], &mb).map_err(format)?),
+            ("std".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![n, 2, c, h, w], &sb).map_err(format)?),
+            ("labels".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![n], &lb).map_err(format)?),
         ];
         let mut meta = std::collections::HashMap::new();
         meta.insert("ims3.kind".to_string(), "latent-cache".to_string());
@@ -164,29 +160,29 @@ impl LatentCache {
         meta.insert("settings".to_string(), settings.to_string());
         meta.insert("files".to_string(), serde_json::to_string(&self.files).expect("json"));
         meta.insert("skipped".to_string(), serde_json::to_string(&self.skipped).expect("json"));
-        let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| io(e.to_string()))?;
-        ims3_images::atomic_write(path, &bytes).map_err(|e| io(e.to_string()))
+        let bytes = safetensors::serialize(views, Some(meta)).map_err(format)?;
+        ims3_util::atomic_write(path, &bytes).map_err(|source| CacheError::Io { path: path.to_path_buf(), source })
     }
 
     /// Reads a cache; `None` if it was built from other inputs or settings.
     pub fn load_if_valid(path: &Path, inputs_hash: &str, settings: &str) -> Result<Option<Self>, CacheError> {
-        let io = |why: String| CacheError::Io { path: path.to_path_buf(), why };
-        let bytes = std::fs::read(path).map_err(|e| io(e.to_string()))?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| io(format!("not a latent cache: {e}")))?;
+        let format = |source| CacheError::Format { path: path.to_path_buf(), source };
+        let bytes = std::fs::read(path).map_err(|source| CacheError::Io { path: path.to_path_buf(), source })?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(format)?;
         let meta: BTreeMap<String, String> = header.metadata().clone().unwrap_or_default().into_iter().collect();
         if meta.get("inputs_hash").map(String::as_str) != Some(inputs_hash) || meta.get("settings").map(String::as_str) != Some(settings) {
             return Ok(None);
         }
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| io(e.to_string()))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(format)?;
         let f32s = |name: &str| -> Result<(Vec<usize>, Vec<f32>), CacheError> {
-            let v = st.tensor(name).map_err(|e| io(e.to_string()))?;
+            let v = st.tensor(name).map_err(format)?;
             Ok((v.shape().to_vec(), v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()))
         };
         let (shape, mean) = f32s("mean")?;
         let (_, std) = f32s("std")?;
         let labels = st
             .tensor("labels")
-            .map_err(|e| io(e.to_string()))?
+            .map_err(format)?
             .data()
             .chunks_exact(8)
             .map(|c| i64::from_le_bytes(c.try_into().unwrap()))

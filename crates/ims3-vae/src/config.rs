@@ -60,33 +60,34 @@ impl VaeConfig {
     }
 
     /// Reads and checks a `config.json`.
-    pub fn from_file(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let cfg: Self = serde_json::from_str(&text).map_err(|e| format!("{}: not a valid AutoencoderKL config: {e}", path.display()))?;
-        cfg.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn from_file(path: &Path) -> Result<Self, ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read { path: path.to_path_buf(), source })?;
+        let cfg: Self = serde_json::from_str(&text).map_err(|source| ConfigFileError::Parse { path: path.to_path_buf(), source })?;
+        cfg.validate().map_err(|source| ConfigFileError::Invalid { path: path.to_path_buf(), source })?;
         Ok(cfg)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.block_out_channels.is_empty() {
-            return Err("block_out_channels is empty".into());
+            return Err(ConfigError::NoBlocks);
         }
         if let Some(a) = &self.act_fn
-            && a != "silu" {
-                return Err(format!("act_fn '{a}' is not supported (silu only)"));
-            }
+            && a != "silu"
+        {
+            return Err(ConfigError::Unsupported(format!("act_fn '{a}' (silu only)")));
+        }
         for t in &self.down_block_types {
             if t != "DownEncoderBlock2D" {
-                return Err(format!("down block type '{t}' is not supported"));
+                return Err(ConfigError::Unsupported(format!("down block type '{t}'")));
             }
         }
         for t in &self.up_block_types {
             if t != "UpDecoderBlock2D" {
-                return Err(format!("up block type '{t}' is not supported"));
+                return Err(ConfigError::Unsupported(format!("up block type '{t}'")));
             }
         }
         if self.block_out_channels.iter().any(|c| c % self.norm_num_groups != 0) {
-            return Err(format!("block_out_channels {:?} not divisible by norm_num_groups {}", self.block_out_channels, self.norm_num_groups));
+            return Err(ConfigError::Groups { channels: self.block_out_channels.clone(), groups: self.norm_num_groups });
         }
         Ok(())
     }
@@ -95,4 +96,26 @@ impl VaeConfig {
     pub fn downscale(&self) -> usize {
         1 << (self.block_out_channels.len() - 1)
     }
+}
+
+/// A VAE configuration the model cannot be built from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("block_out_channels is empty")]
+    NoBlocks,
+    #[error("{0} is not supported")]
+    Unsupported(String),
+    #[error("block_out_channels {channels:?} not divisible by norm_num_groups {groups}")]
+    Groups { channels: Vec<usize>, groups: usize },
+}
+
+/// A `config.json` that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("{path}: cannot read")]
+    Read { path: std::path::PathBuf, source: std::io::Error },
+    #[error("{path}: not a valid AutoencoderKL config")]
+    Parse { path: std::path::PathBuf, source: serde_json::Error },
+    #[error("{path}")]
+    Invalid { path: std::path::PathBuf, source: ConfigError },
 }

@@ -10,7 +10,7 @@ pub mod config;
 pub mod load;
 pub mod model;
 
-pub use cache::{CacheOptions, ClassFolder, LatentCache};
-pub use config::VaeConfig;
-pub use load::{load_vae, load_vae_dir};
+pub use cache::{CacheError, CacheOptions, ClassFolder, LatentCache};
+pub use config::{ConfigError, ConfigFileError, VaeConfig};
+pub use load::{VaeError, load_vae, load_vae_dir};
 pub use model::{AutoencoderKL, Posterior};

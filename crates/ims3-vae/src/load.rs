@@ -6,7 +6,7 @@ use std::path::Path;
 use burn::prelude::*;
 use ims3_weights::{Checkpoint, KeyMap, WeightsError, compare_shapes, expected_shapes_of};
 
-use crate::config::VaeConfig;
+use crate::config::{ConfigError, ConfigFileError, VaeConfig};
 use crate::model::AutoencoderKL;
 
 /// Older hub files name the mid-block attention `query/key/value/proj_attn`; newer ones
@@ -42,8 +42,8 @@ fn normalise_names(ckpt: &mut Checkpoint) {
 
 /// Loads a VAE: `weights` must fit `config` exactly, else an error names the file and the
 /// first mismatching keys.
-pub fn load_vae(weights: impl AsRef<Path>, config: &VaeConfig, device: &Device) -> Result<AutoencoderKL, WeightsError> {
-    config.validate().map_err(|why| WeightsError::Other { path: weights.as_ref().to_path_buf(), why })?;
+pub fn load_vae(weights: impl AsRef<Path>, config: &VaeConfig, device: &Device) -> Result<AutoencoderKL, VaeError> {
+    config.validate().map_err(|source| VaeError::Config { path: weights.as_ref().to_path_buf(), source })?;
     let mut ckpt = Checkpoint::open(weights.as_ref(), None)?;
     normalise_names(&mut ckpt);
     let mut model = config.init(device);
@@ -56,17 +56,26 @@ pub fn load_vae(weights: impl AsRef<Path>, config: &VaeConfig, device: &Device) 
 }
 
 /// Loads a hub folder: `config.json` + `diffusion_pytorch_model.safetensors`.
-pub fn load_vae_dir(dir: impl AsRef<Path>, device: &Device) -> Result<(AutoencoderKL, VaeConfig), WeightsError> {
+pub fn load_vae_dir(dir: impl AsRef<Path>, device: &Device) -> Result<(AutoencoderKL, VaeConfig), VaeError> {
     let dir = dir.as_ref();
-    let cfg_path = dir.join("config.json");
-    let config = VaeConfig::from_file(&cfg_path).map_err(|why| WeightsError::Other { path: cfg_path.clone(), why })?;
+    let config = VaeConfig::from_file(&dir.join("config.json"))?;
     let weights = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"]
         .iter()
         .map(|f| dir.join(f))
         .find(|p| p.is_file())
-        .ok_or_else(|| WeightsError::Other {
-            path: dir.to_path_buf(),
-            why: "no diffusion_pytorch_model.safetensors (or .bin) in this folder".into(),
-        })?;
+        .ok_or_else(|| VaeError::NoWeights(dir.to_path_buf()))?;
     Ok((load_vae(weights, &config, device)?, config))
+}
+
+/// Why a VAE could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum VaeError {
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error(transparent)]
+    ConfigFile(#[from] ConfigFileError),
+    #[error("{path}: the VAE config does not fit")]
+    Config { path: std::path::PathBuf, source: ConfigError },
+    #[error("{0}: no diffusion_pytorch_model.safetensors (or .bin) in this folder")]
+    NoWeights(std::path::PathBuf),
 }

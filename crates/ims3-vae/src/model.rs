@@ -246,13 +246,7 @@ impl AutoencoderKL {
     /// clamped, as S3 encodes them), `batch` at a time so memory is bounded by the batch.
     pub fn decode_to_images(&self, z: Tensor<4>, batch: usize, show_progress: bool) -> Vec<ims3_images::Rgb> {
         let [n, _, _, _] = z.dims();
-        let pb = if show_progress {
-            indicatif::ProgressBar::new(n as u64).with_style(
-                indicatif::ProgressStyle::with_template("vae-decode [{bar:30}] {pos}/{len} images {per_sec} ETA {eta}").expect("template"),
-            )
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
+        let pb = ims3_util::progress_bar(n as u64, "vae-decode", show_progress);
         let mut out = Vec::with_capacity(n);
         let mut start = 0;
         while start < n {

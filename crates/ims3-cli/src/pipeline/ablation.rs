@@ -1,5 +1,6 @@
-//! The small-image job (`recipes/fashion-mnist-ipc10.toml`, `kind = "pixel-ablation"`): IMS3
-//! and its ablations end to end on a dataset the package registries ship, on the CPU.
+//! The small-image job (an [`AblationRecipe`], `kind = "pixel-ablation"`,
+//! `recipes/fashion-mnist-ipc10.toml`): IMS3 and its ablations end to end on a dataset the
+//! package registries ship, on the CPU.
 //!
 //! Inputs: a pixel-space DiT pretrained on the real training set (`ims3 pretrain`) standing in
 //! for DiT-XL/2, a ConvNet classifier trained on it (`ims3 train-encoder`) standing in for the
@@ -20,13 +21,18 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
+use ims3_backend::DeviceSpec;
 use ims3_features::FeatureEncoder;
 use ims3_images::Rgb;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::reproduce::{SampleSettings, SelectSettings};
+use super::recipe::{AblationRecipe, Recipe};
+use super::report::{read_eval, stage_table, write_results};
+use super::runner::{Runner, StageKind, Timing, git_revision};
+use crate::args::to_args;
+use crate::commands::{eval, finetune, reproduce, sample, select};
 
 /// The five distilled sets compared, in table order.
 pub const ARMS: [(&str, &str); 5] = [
@@ -37,81 +43,14 @@ pub const ARMS: [(&str, &str); 5] = [
     ("ims3", "IMS3 (IM + S3)"),
 ];
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PixelAssets {
-    /// The pretrained pixel-space DiT (`ims3 pretrain`), relative to the working directory.
-    pub dit: PathBuf,
-    /// The ConvNet encoder (`ims3 train-encoder`).
-    pub encoder: PathBuf,
-    /// Folder with the IDX files (default: Debian's /usr/share/datasets/fashion-mnist if
-    /// present, else `<cache>/fashion-mnist` from `ims3 fetch`).
-    #[serde(default)]
-    pub idx: Option<PathBuf>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PixelEval {
-    pub net: String,
-    pub width: usize,
-    pub epochs: usize,
-    pub batch: usize,
-    pub lr: f64,
-    pub seeds: Vec<u64>,
-    /// Test every this many epochs (and after the last): the best-epoch column's grid.
-    pub eval_every: usize,
-    /// Independent stages (the two samplings, the two selections, the evaluations) run this
-    /// many at once, each a process of its own (Flex computes on one thread per process).
-    #[serde(default = "one")]
-    pub parallel: usize,
-}
-fn one() -> usize {
-    1
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReportSettings {
-    /// Real training images per class encoded for the plot and coverage/density.
-    pub real_per_class: usize,
-    /// k of the k-NN balls (Naeem et al. use 5).
-    pub k: usize,
-}
-
-/// A published figure, quoted with where it was found.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Literature {
-    pub method: String,
-    pub top1: String,
-    pub source: String,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AblationRecipe {
-    pub name: String,
-    pub kind: String,
-    pub dataset: String,
-    pub ipc: usize,
-    #[serde(default)]
-    pub seed: u64,
-    pub assets: PixelAssets,
-    /// TrainConfig keys for the IM fine-tuning.
-    #[serde(default)]
-    pub train: toml::Table,
-    #[serde(default)]
-    pub sample: SampleSettings,
-    #[serde(default)]
-    pub select: SelectSettings,
-    pub eval: PixelEval,
-    pub report: ReportSettings,
-    #[serde(default)]
-    pub literature: Vec<Literature>,
-}
-
-pub const STAGES: [&str; 6] = ["finetune", "sample", "select", "arms", "eval", "report"];
+pub const STAGES: [StageKind; 6] = [
+    StageKind { name: "finetune", outputs: &["finetune"] },
+    StageKind { name: "sample", outputs: &["candidates-dit", "candidates-im"] },
+    StageKind { name: "select", outputs: &["s3", "ims3"] },
+    StageKind { name: "arms", outputs: &["arms"] },
+    StageKind { name: "eval", outputs: &[] },
+    StageKind { name: "report", outputs: &[] },
+];
 
 fn idx_dir(recipe: &AblationRecipe, cache: &Path) -> PathBuf {
     if let Some(p) = &recipe.assets.idx {
@@ -121,16 +60,10 @@ fn idx_dir(recipe: &AblationRecipe, cache: &Path) -> PathBuf {
     if debian.join("train-images-idx3-ubyte.gz").is_file() { debian } else { cache.join("fashion-mnist") }
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
-    Ok(ims3_fetch::sha256_file(path)?)
-}
-
 /// Runs the job. `text` is the recipe file's text (recorded in the manifest).
-pub fn run(recipe: AblationRecipe, text: &str, a: &crate::reproduce::ReproduceArgs, device: &str) -> Result<()> {
-    ensure!(recipe.kind == "pixel-ablation", "recipe {}: kind '{}' is not pixel-ablation", recipe.name, recipe.kind);
-    ensure!(recipe.ipc >= 1 && recipe.select.groups >= 2, "recipe {}: ipc must be at least 1 and select.groups at least 2 (S3 needs a choice)", recipe.name);
+pub fn run(recipe: AblationRecipe, text: &str, a: &reproduce::Args, device: &DeviceSpec) -> Result<()> {
     let started = Instant::now();
-    let revision = crate::reproduce::git_revision(); // before any output is written
+    let revision = git_revision(); // before any output is written
     let run_dir = a.run_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(&recipe.name));
     let results = a.results.clone().unwrap_or_else(|| PathBuf::from("results").join(&recipe.name));
     let cache = a.cache.clone().unwrap_or_else(ims3_fetch::default_cache);
@@ -142,157 +75,131 @@ pub fn run(recipe: AblationRecipe, text: &str, a: &crate::reproduce::ReproduceAr
         "missing inputs: {} (the DiT and encoder are committed under assets/; the IDX files come from `apt-get install dataset-fashion-mnist` or `ims3 fetch fashion-mnist-train-images fashion-mnist-train-labels fashion-mnist-test-images fashion-mnist-test-labels`)",
         missing.join(", ")
     );
-    std::fs::create_dir_all(&run_dir)?;
+    let mut runner = Runner::new(device, run_dir.clone(), recipe.eval.parallel)?;
     std::fs::create_dir_all(&results)?;
-    if let Some(from) = a.from.as_deref() {
-        let k = STAGES.iter().position(|s| *s == from).with_context(|| format!("unknown stage '{from}' (stages: finetune, sample, select, arms, eval, report)"))?;
-        for s in &STAGES[k..] {
-            for e in std::fs::read_dir(&run_dir)?.flatten() {
-                let n = e.file_name().to_string_lossy().into_owned();
-                if n.starts_with(s) && n.ends_with(".done") {
-                    std::fs::remove_file(e.path())?;
-                }
-            }
-            // A redone stage starts from nothing: sampling and fine-tuning would otherwise resume.
-            let outputs: &[&str] = match *s {
-                "finetune" => &["finetune"],
-                "sample" => &["candidates-dit", "candidates-im"],
-                "select" => &["s3", "ims3"],
-                "arms" => &["arms"],
-                _ => &[],
-            };
-            for o in outputs {
-                let d = run_dir.join(o);
-                if d.exists() {
-                    std::fs::remove_dir_all(&d).with_context(|| format!("{}: cannot remove", d.display()))?;
-                }
-            }
-        }
+    if let Some(from) = &a.from {
+        runner.clear_from(&STAGES, from)?;
     }
-    let exe = std::env::current_exe()?;
-    let p = |x: &Path| x.display().to_string();
-    let mut timings: Vec<(String, f64, bool)> = Vec::new();
-    let parallel = recipe.eval.parallel.max(1);
-    // Stages that do not depend on each other run `parallel` at a time, each in its own process.
-    // Independent stages run on `parallel` workers, each stage a process of its own; a worker
-    // takes the next stage as soon as its last one ends. Every stage is tried; the first failure
-    // is reported after the others finished (their markers keep what they did).
-    let stages = |timings: &mut Vec<(String, f64, bool)>, list: Vec<(String, Vec<String>)>| -> Result<()> {
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let outcomes: Vec<std::sync::Mutex<Option<Result<(f64, bool)>>>> = list.iter().map(|_| std::sync::Mutex::new(None)).collect();
-        let workers = parallel.min(list.len()).max(1);
-        // The cores are shared out among the workers (Flex computes on a rayon pool per process).
-        let share = std::thread::available_parallelism().map_or(1, |n| n.get()).div_ceil(workers).max(1);
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let Some((name, args)) = list.get(i) else { break };
-                    let r = crate::reproduce::run_stage(&exe, device, &run_dir, name, args, Some(share));
-                    *outcomes[i].lock().expect("no poisoning") = Some(r);
-                });
-            }
-        });
-        let mut first_err = None;
-        for ((name, _), r) in list.iter().zip(outcomes) {
-            match r.into_inner().expect("no poisoning").unwrap_or_else(|| Err(anyhow::anyhow!("stage {name} did not run"))) {
-                Ok((secs, skipped)) => timings.push((name.clone(), secs, skipped)),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        first_err.map_or(Ok(()), Err)
-    };
 
     // IM fine-tuning.
     let cfg_path = run_dir.join("train.toml");
-    let mut train = recipe.train.clone();
-    train.entry("seed").or_insert(toml::Value::Integer(recipe.seed as i64));
-    ims3_images::atomic_write(&cfg_path, toml::to_string(&train)?.as_bytes())?;
+    ims3_util::atomic_write(&cfg_path, Recipe::train_toml(&recipe.train, recipe.seed)?.as_bytes())?;
     let ft = run_dir.join("finetune");
-    stages(&mut timings, vec![("finetune".into(), vec!["finetune".into(), "--dit".into(), p(&recipe.assets.dit), "--idx".into(), p(&idx), "--out".into(), p(&ft), "--train-config".into(), p(&cfg_path)])])?;
+    let args = finetune::Args {
+        dit: recipe.assets.dit.clone(),
+        vae: None,
+        data: None,
+        idx: Some(idx.clone()),
+        dataset: "imagewoof".into(),
+        split: "train".into(),
+        out: ft.clone(),
+        train_config: Some(cfg_path),
+        seed: None,
+        batch: None,
+        epochs: None,
+        steps: None,
+        lr: None,
+        no_im: false,
+        no_minimax: false,
+        folder_index_labels: false,
+        heads: None,
+        image_size: 256,
+        stop_after: None,
+    };
+    runner.child("finetune", to_args("finetune", &args))?;
     let ck = ims3_im::list_checkpoints(&ft.join("checkpoints"))?.pop().map(|(_, p)| p).context("fine-tuning left no checkpoint")?;
 
     // Candidates from both models, same noise.
-    let per_class = recipe.select.groups * recipe.ipc;
-    let sample_args = |out: &Path| -> Vec<String> {
-        vec![
-            "sample".into(), "--dit".into(), p(&recipe.assets.dit), "--dataset".into(), recipe.dataset.clone(),
-            "--per-class".into(), per_class.to_string(), "--cfg-scale".into(), recipe.sample.cfg_scale.to_string(),
-            "--steps".into(), recipe.sample.steps.clone(), "--batch".into(), recipe.sample.batch.to_string(),
-            "--seed".into(), recipe.seed.to_string(), "--out".into(), p(out),
-        ]
+    let sample_args = |out: &Path, finetuned: Option<PathBuf>| sample::Args {
+        dit: recipe.assets.dit.clone(),
+        finetuned,
+        raw: false,
+        vae: None,
+        dataset: recipe.dataset.clone(),
+        per_class: recipe.select.groups * recipe.ipc,
+        cfg_scale: recipe.sample.cfg_scale,
+        steps: recipe.sample.steps.clone(),
+        batch: recipe.sample.batch,
+        sampler: Default::default(),
+        folder_index_labels: false,
+        heads: None,
+        seed: recipe.seed,
+        out: out.to_path_buf(),
     };
     let cand_dit = run_dir.join("candidates-dit");
     let cand_im = run_dir.join("candidates-im");
-    let mut im_args = sample_args(&cand_im);
-    im_args.extend(["--finetuned".into(), p(&ck)]);
-    stages(&mut timings, vec![("sample-dit".into(), sample_args(&cand_dit)), ("sample-im".into(), im_args)])?;
+    runner.children(vec![
+        ("sample-dit".into(), to_args("sample", &sample_args(&cand_dit, None))),
+        ("sample-im".into(), to_args("sample", &sample_args(&cand_im, Some(ck)))),
+    ])?;
 
     // S3 over each.
-    let wnids: Vec<String> = spec.classes.iter().map(|c| c.wnid.clone()).collect();
-    let select_args = |cands: &Path, out: &Path| -> Vec<String> {
-        vec![
-            "select".into(), "--encoder".into(), p(&recipe.assets.encoder), "--real-idx".into(), p(&idx), "--dataset".into(), recipe.dataset.clone(),
-            "--candidates".into(), p(cands), "--out".into(), p(out), "--classes".into(), wnids.join(","),
-            "--groups".into(), recipe.select.groups.to_string(), "--ipc".into(), recipe.ipc.to_string(),
-            "--alpha".into(), recipe.select.alpha.to_string(), "--beta".into(), recipe.select.beta.to_string(),
-            "--real-max".into(), recipe.select.real_max.to_string(), "--seed".into(), recipe.seed.to_string(),
-        ]
+    let select_args = |cands: &Path, out: &Path| select::Args {
+        candidates: cands.to_path_buf(),
+        out: out.to_path_buf(),
+        encoder: Some(recipe.assets.encoder.clone()),
+        real: None,
+        real_idx: Some(idx.clone()),
+        dataset: recipe.dataset.clone(),
+        centroids: None,
+        classes: spec.classes.iter().map(|c| c.wnid.clone()).collect(),
+        groups: recipe.select.groups,
+        ipc: recipe.ipc,
+        alpha: recipe.select.alpha,
+        beta: recipe.select.beta,
+        eps: 0.0,
+        max_sweeps: 5,
+        form: Default::default(),
+        real_max: recipe.select.real_max,
+        seed: recipe.seed,
+        skip_unreadable: false,
     };
-    stages(&mut timings, vec![("select-s3".into(), select_args(&cand_dit, &run_dir.join("s3"))), ("select-ims3".into(), select_args(&cand_im, &run_dir.join("ims3")))])?;
+    runner.children(vec![
+        ("select-s3".into(), to_args("select", &select_args(&cand_dit, &run_dir.join("s3")))),
+        ("select-ims3".into(), to_args("select", &select_args(&cand_im, &run_dir.join("ims3")))),
+    ])?;
 
     // The five sets as image folders.
     let arms_dir = run_dir.join("arms");
-    let marker = run_dir.join("arms.done");
-    if marker.is_file() {
-        eprintln!("reproduce: arms: done before, skipped");
-        timings.push(("arms".into(), 0.0, true));
-    } else {
-        let t = Instant::now();
-        write_arms(&recipe, &spec, &idx, &run_dir, &arms_dir)?;
-        ims3_images::atomic_write(&marker, format!("{{\"seconds\": {}}}\n", t.elapsed().as_secs_f64()).as_bytes())?;
-        timings.push(("arms".into(), t.elapsed().as_secs_f64(), false));
-    }
+    runner.local("arms", || write_arms(&recipe, &spec, &idx, &run_dir, &arms_dir))?;
 
-    // Evaluations, `parallel` at a time.
-    // One stage per (set, seed), so the workers stay busy to the end.
-    let eval_args = |arm: &str, seed: u64| -> Vec<String> {
-        vec![
-            "eval".into(), "--distilled".into(), p(&arms_dir.join(arm)), "--test-idx".into(), p(&idx), "--dataset".into(), recipe.dataset.clone(),
-            "--net".into(), recipe.eval.net.clone(), "--width".into(), recipe.eval.width.to_string(), "--size".into(), "28".into(),
-            "--ipc".into(), recipe.ipc.to_string(), "--epochs".into(), recipe.eval.epochs.to_string(), "--batch".into(), recipe.eval.batch.to_string(),
-            "--lr".into(), recipe.eval.lr.to_string(), "--eval-every".into(), recipe.eval.eval_every.to_string(), "--seeds".into(), seed.to_string(),
-            "--out".into(), p(&eval_dir(&results, arm, seed)),
-        ]
+    // Evaluations: one stage per (set, seed), so the workers stay busy to the end.
+    let eval_args = |arm: &str, seed: u64| eval::Args {
+        distilled: arms_dir.join(arm),
+        test: None,
+        test_idx: Some(idx.clone()),
+        batch: Some(recipe.eval.batch),
+        width: Some(recipe.eval.width),
+        val: None,
+        dataset: recipe.dataset.clone(),
+        net: recipe.eval.net.clone(),
+        size: 28,
+        ipc: recipe.ipc,
+        epochs: Some(recipe.eval.epochs),
+        eval_every: Some(recipe.eval.eval_every),
+        lr: recipe.eval.lr,
+        seeds: vec![seed],
+        norm: Default::default(),
+        out: eval_dir(&results, arm, seed),
     };
     let jobs: Vec<(String, Vec<String>)> =
-        ARMS.iter().flat_map(|(arm, _)| recipe.eval.seeds.iter().map(move |&seed| (format!("eval-{arm}-seed{seed}"), eval_args(arm, seed)))).collect();
-    stages(&mut timings, jobs)?;
+        ARMS.iter().flat_map(|(arm, _)| recipe.eval.seeds.iter().map(move |&seed| (format!("eval-{arm}-seed{seed}"), to_args("eval", &eval_args(arm, seed))))).collect();
+    runner.children(jobs)?;
 
     // Report.
-    let t = Instant::now();
-    let measures = report(&recipe, &spec, &idx, &arms_dir, &results, device)?;
-    timings.push(("report".into(), t.elapsed().as_secs_f64(), false));
+    let measures = runner.always("report", || report(&recipe, &spec, &idx, &arms_dir, &results, device))?;
     let total = started.elapsed().as_secs_f64();
-    write_results(&recipe, &spec, &results, &measures, &timings, total, a, device)?;
-    let manifest = serde_json::json!({
-        "command": std::env::args().collect::<Vec<_>>(),
-        "recipe": text,
-        "git_revision": revision,
-        "device": device,
+    write_ablation_results(&recipe, &spec, &results, &measures, &runner.timings, total, a, device)?;
+    let fields = serde_json::json!({
         "threads": std::thread::available_parallelism().map(|n| n.get()).ok(),
         "inputs": {
-            "dit": {"path": p(&recipe.assets.dit), "sha256": sha256_file(&recipe.assets.dit)?},
-            "encoder": {"path": p(&recipe.assets.encoder), "sha256": sha256_file(&recipe.assets.encoder)?},
+            "dit": {"path": recipe.assets.dit.display().to_string(), "sha256": ims3_fetch::sha256_file(&recipe.assets.dit)?},
+            "encoder": {"path": recipe.assets.encoder.display().to_string(), "sha256": ims3_fetch::sha256_file(&recipe.assets.encoder)?},
             "idx": idx_hashes(&idx)?,
         },
-        "stages": timings.iter().map(|(n, s, skipped)| serde_json::json!({"stage": n, "seconds": s, "skipped": skipped})).collect::<Vec<_>>(),
         "seconds": total,
     });
-    ims3_images::atomic_write(&run_dir.join("manifest.json"), serde_json::to_string_pretty(&manifest)?.as_bytes())?;
-    ims3_images::atomic_write(&results.join("manifest.json"), serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+    runner.write_manifest(text, revision.as_deref(), fields, &[&run_dir, &results])?;
     print!("{}", std::fs::read_to_string(results.join("results.md"))?);
     Ok(())
 }
@@ -307,7 +214,7 @@ fn idx_hashes(dir: &Path) -> Result<serde_json::Value> {
     for stem in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
         let f = [format!("{stem}.gz"), stem.to_string()].into_iter().map(|n| dir.join(n)).find(|p| p.is_file());
         if let Some(f) = f {
-            m.insert(f.file_name().unwrap().to_string_lossy().into_owned(), serde_json::Value::String(sha256_file(&f)?));
+            m.insert(f.file_name().unwrap().to_string_lossy().into_owned(), serde_json::Value::String(ims3_fetch::sha256_file(&f)?));
         }
     }
     Ok(serde_json::Value::Object(m))
@@ -395,8 +302,8 @@ fn mean_pairwise(f: &[Vec<f64>]) -> f64 {
 }
 
 /// Contact sheets, the embedding plot and the feature measures.
-fn report(recipe: &AblationRecipe, spec: &ims3_datasets::DatasetSpec, idx: &Path, arms: &Path, results: &Path, device: &str) -> Result<Vec<ArmMeasures>> {
-    let dev = ims3_backend::open_device(device)?;
+fn report(recipe: &AblationRecipe, spec: &ims3_datasets::DatasetSpec, idx: &Path, arms: &Path, results: &Path, device: &DeviceSpec) -> Result<Vec<ArmMeasures>> {
+    let dev = device.open()?;
     let encoder = ims3_features::ConvNetEncoder::load(&recipe.assets.encoder, dev)?;
     let train = ims3_images::idx::IdxSplit::read(idx, "train")?;
     // Real features: a seeded choice of `real_per_class` training images per class.
@@ -455,15 +362,15 @@ fn report(recipe: &AblationRecipe, spec: &ims3_datasets::DatasetSpec, idx: &Path
 }
 
 #[allow(clippy::too_many_arguments)]
-fn write_results(
+fn write_ablation_results(
     recipe: &AblationRecipe,
     spec: &ims3_datasets::DatasetSpec,
     results: &Path,
     measures: &[ArmMeasures],
-    timings: &[(String, f64, bool)],
+    timings: &[Timing],
     total: f64,
-    a: &crate::reproduce::ReproduceArgs,
-    device: &str,
+    a: &reproduce::Args,
+    device: &DeviceSpec,
 ) -> Result<()> {
     let mut rows = Vec::new();
     let mut md = format!(
@@ -471,18 +378,18 @@ fn write_results(
 Coverage and density (Naeem et al. 2020, k = {}) of the set's encoder features against {} real training images per class, averaged over classes; \
 centroid distance = cosine distance of the set's class centroid to the real one; spread = mean pairwise feature distance within a class.\n\n\
 | method | top-1 final epoch | top-1 best epoch (selected on test) | coverage | density | centroid distance | spread |\n|---|---|---|---|---|---|---|\n",
-        recipe.name, spec.name, recipe.ipc, recipe.eval.net, recipe.eval.width, recipe.eval.epochs, recipe.eval.batch, recipe.eval.lr,
+        recipe.name, spec.name, recipe.ipc, recipe.eval.net.id(), recipe.eval.width, recipe.eval.epochs, recipe.eval.batch, recipe.eval.lr,
         10000, recipe.eval.eval_every, recipe.eval.seeds, recipe.report.k, recipe.report.real_per_class
     );
     for ((arm, label), m) in ARMS.iter().zip(measures) {
         let mut seeds = Vec::new();
         for &seed in &recipe.eval.seeds {
-            let path = eval_dir(results, arm, seed).join("eval.json");
-            let rep: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?)?;
-            seeds.push(rep["seeds"][0].clone());
+            let dir = eval_dir(results, arm, seed);
+            let rep = read_eval(&dir)?;
+            seeds.push(rep.seeds.into_iter().next().with_context(|| format!("{}: eval.json holds no seed", dir.display()))?);
         }
-        let pick = |key: &str| -> (f64, f64) { ims3_eval::mean_std(&seeds.iter().map(|s| s[key].as_f64().unwrap_or(f64::NAN)).collect::<Vec<_>>()) };
-        let (fin, best) = (pick("final_top1"), pick("best_top1"));
+        let pick = |f: fn(&ims3_eval::SeedResult) -> f64| -> (f64, f64) { ims3_eval::mean_std(&seeds.iter().map(f).collect::<Vec<_>>()) };
+        let (fin, best) = (pick(|s| s.final_top1), pick(|s| s.best_top1));
         md.push_str(&format!(
             "| {label} | {:.2} +- {:.2} | {:.2} +- {:.2} | {:.3} | {:.3} | {:.4} | {:.3} |\n",
             fin.0, fin.1, best.0, best.1, m.coverage, m.density, m.centroid_distance, m.spread
@@ -500,10 +407,7 @@ centroid distance = cosine distance of the set's class centroid to the real one;
     }
     md.push_str("\nPictures: `contact-sheet.png` (IMS3, one row per class), `distilled-<method>.png` for each row of the table, `embedding.png` \
 (PCA of the encoder features fitted on the real images; panels left to right: random real, DiT, IM, S3, IMS3; small pale dots are real training images, outlined squares the distilled ones, colours are classes).\n");
-    md.push_str("\n| stage | seconds |\n|---|---|\n");
-    for (n, s, skipped) in timings {
-        md.push_str(&format!("| {n} | {}{} |\n", if *skipped { "(done before)".to_string() } else { format!("{s:.0}") }, ""));
-    }
+    md.push_str(&stage_table(timings));
     md.push_str(&format!(
         "\nWall time of this invocation: {total:.0} s on {} threads. Produced by: `ims3 --device {device} reproduce {}` (via `cargo xtask reproduce {}`).\n",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -512,11 +416,9 @@ centroid distance = cosine distance of the set's class centroid to the real one;
     ));
     let summary = serde_json::json!({
         "recipe": recipe.name, "dataset": spec.name, "ipc": recipe.ipc, "eval": recipe.eval, "rows": rows,
-        "literature": recipe.literature, "seconds": total,
-        "stages": timings.iter().map(|(n, s, skipped)| serde_json::json!({"stage": n, "seconds": s, "skipped": skipped})).collect::<Vec<_>>(),
+        "literature": recipe.literature, "seconds": total, "stages": timings,
     });
-    ims3_images::atomic_write(&results.join("results.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
-    ims3_images::atomic_write(&results.join("results.md"), md.as_bytes())?;
+    write_results(results, &summary, &md)?;
     if !measures.iter().any(|m| m.coverage.is_finite()) {
         bail!("no measures were computed");
     }

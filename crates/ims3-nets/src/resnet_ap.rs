@@ -1,45 +1,22 @@
 //! IDC `ResNetAP` (ImageNet branch): stride-1 convolutions with average pooling for
-//! downsampling. Field names mirror the state-dict keys; `downsample.0/2` become
-//! `downsample.conv/norm` (index 1 is the AvgPool).
-
-use std::path::Path;
+//! downsampling; its blocks are in `resnet_ap_block.rs`, its loader in `load.rs`.
+//!
+//! ```text
+//! layer0: conv (7x7 > 128 px, else 3x3) -> norm -> relu -> avgpool 4 (> 128 px) | 2 (65..128) | none
+//! layer1..4: BasicBlocks, 64w -> 128w -> 256w -> 512w channels; a stride-2 block pools by 2
+//! features = mean over H, W of layer4        [N, 512 w]
+//! logits   = fc(features)                    [N, num_classes]
+//! ```
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use ims3_weights::{Checkpoint, KeyMap, WeightsError, compare_shapes, expected_shapes_of};
 
-/// The `norm_type` of IDC: "instance" is `GroupNorm(C, C)` with affine parameters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Norm {
-    Instance,
-    Batch,
-}
-
-/// A normalisation layer of either kind (burn-store sees the inner module's type).
-#[derive(Module, Debug)]
-pub enum NormLayer {
-    Instance(GroupNorm),
-    Batch(BatchNorm),
-}
-
-impl NormLayer {
-    pub fn new(norm: Norm, c: usize, device: &Device) -> Self {
-        match norm {
-            Norm::Instance => NormLayer::Instance(GroupNormConfig::new(c, c).with_epsilon(1e-5).init(device)),
-            Norm::Batch => NormLayer::Batch(BatchNormConfig::new(c).with_epsilon(1e-5).with_momentum(0.1).init(device)),
-        }
-    }
-
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        match self {
-            NormLayer::Instance(n) => n.forward(x),
-            NormLayer::Batch(n) => n.forward(x),
-        }
-    }
-}
+use crate::NetError;
+use crate::norm::{Norm, NormLayer};
+pub use crate::resnet_ap_block::{BasicBlock, Downsample, IntroBlock};
 
 /// Convolution without bias, stride 1, padding k/2, initialised `N(0, sqrt(2 / (k k C_out)))`.
 fn conv(cin: usize, cout: usize, k: usize, device: &Device) -> Conv2d {
@@ -53,47 +30,6 @@ fn conv(cin: usize, cout: usize, k: usize, device: &Device) -> Conv2d {
 
 fn avg_pool(k: usize) -> AvgPool2d {
     AvgPool2dConfig::new([k, k]).with_strides([k, k]).init()
-}
-
-/// `IntroBlock`: conv (7x7 for > 128 px, else 3x3), norm, ReLU, average pool (4 or 2; none
-/// for <= 64 px).
-#[derive(Module, Debug)]
-pub struct IntroBlock {
-    pub conv1: Conv2d,
-    pub bn1: NormLayer,
-    pub pool: Option<AvgPool2d>,
-}
-
-#[derive(Module, Debug)]
-pub struct Downsample {
-    pub conv: Conv2d,
-    pub pool: AvgPool2d,
-    pub norm: NormLayer,
-}
-
-#[derive(Module, Debug)]
-pub struct BasicBlock {
-    pub conv1: Conv2d,
-    pub bn1: NormLayer,
-    pub conv2: Conv2d,
-    pub bn2: NormLayer,
-    pub pool: Option<AvgPool2d>,
-    pub downsample: Option<Downsample>,
-}
-
-impl BasicBlock {
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        if let Some(p) = &self.pool {
-            out = p.forward(out);
-        }
-        let out = self.bn2.forward(self.conv2.forward(out));
-        let residual = match &self.downsample {
-            Some(d) => d.norm.forward(d.pool.forward(d.conv.forward(x))),
-            None => x,
-        };
-        relu(out + residual)
-    }
 }
 
 /// ResNet-AP for ImageNet-like inputs.
@@ -125,11 +61,11 @@ impl ResNetAPConfig {
         Self { depth: 10, num_classes, input_size, norm: Norm::Instance, width: 1.0, channels: 3 }
     }
 
-    pub fn init(&self, device: &Device) -> Result<ResNetAP, String> {
+    pub fn init(&self, device: &Device) -> Result<ResNetAP, NetError> {
         let per_stage = match self.depth {
             10 => 1,
             18 => 2,
-            d => return Err(format!("ResNetAP depth {d} is not supported (10 or 18)")),
+            depth => return Err(NetError::Depth { net: "ResNet-AP", depth, supported: "10 or 18" }),
         };
         let nc = (64.0 * self.width) as usize;
         let (k, pool) = match self.input_size {
@@ -186,34 +122,3 @@ impl ResNetAP {
     }
 }
 
-fn key_map() -> KeyMap {
-    KeyMap::new(
-        &[(r"\.downsample\.0\.", ".downsample.conv."), (r"\.downsample\.2\.", ".downsample.norm.")],
-        &[(r"\.downsample\.conv\.", ".downsample.0."), (r"\.downsample\.norm\.", ".downsample.2.")],
-    )
-}
-
-/// Loads an IDC `ResNetAP` state dict (`torch.save(model.state_dict())`) for `config`.
-pub fn load_resnet_ap(path: impl AsRef<Path>, config: &ResNetAPConfig, device: &Device) -> Result<ResNetAP, WeightsError> {
-    let target = format!("ResNetAP-{} ({:?} norm, {} px)", config.depth, config.norm, config.input_size);
-    load_state_dict(path.as_ref(), |d| config.init(d), &key_map(), &target, device)
-}
-
-/// Builds a model with `init` and fills it from a PyTorch state dict: shapes checked first
-/// (BatchNorm's `num_batches_tracked` may be left unused), every parameter loaded.
-pub(crate) fn load_state_dict<M: Module>(
-    path: &Path,
-    init: impl FnOnce(&Device) -> Result<M, String>,
-    keys: &KeyMap,
-    target: &str,
-    device: &Device,
-) -> Result<M, WeightsError> {
-    let ckpt = Checkpoint::open(path, None)?;
-    let mut model = init(device).map_err(|why| WeightsError::Other { path: ckpt.path.clone(), why })?;
-    let mut report = compare_shapes(&ckpt, &expected_shapes_of(&model, keys), |_| false);
-    report.unused.retain(|k| !k.ends_with("num_batches_tracked"));
-    report.ensure_fits(&ckpt, target)?;
-    let left = ims3_weights::load_into(&mut model, &ckpt, keys)?;
-    ims3_weights::ensure_all_loaded(&left, &ckpt, target)?;
-    Ok(model)
-}

@@ -12,7 +12,8 @@ use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
-use crate::resnet_ap::{Norm, NormLayer};
+use crate::NetError;
+use crate::norm::{Norm, NormLayer};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvNetConfig {
@@ -36,12 +37,12 @@ impl ConvNetConfig {
         side >> self.depth
     }
 
-    pub fn init(&self, device: &Device) -> Result<ConvNet, String> {
+    pub fn init(&self, device: &Device) -> Result<ConvNet, NetError> {
         if !(1..=6).contains(&self.depth) {
-            return Err(format!("ConvNet depth {} is not supported (1..6)", self.depth));
+            return Err(NetError::Depth { net: "ConvNet", depth: self.depth, supported: "1..6" });
         }
         if self.feature_side() == 0 {
-            return Err(format!("ConvNet-{} pools a {} px input down to nothing", self.depth, self.im_size));
+            return Err(NetError::TooSmall { net: format!("ConvNet-{}", self.depth), size: self.im_size });
         }
         let mut convs = Vec::new();
         let mut norms = Vec::new();

@@ -1,6 +1,7 @@
-//! A ConvNet trained as a classifier on a whole real training set: the stand-in for the
-//! ImageNet ResNet-18 encoder of S3 on small grey datasets (Fashion-MNIST), whose features
-//! ([`ConvNet::features`]) S3's centroids and the embedding plots are taken from.
+//! The small-image encoder: a ConvNet trained as a classifier on a whole real training set,
+//! the stand-in for the ImageNet ResNet-18 encoder of S3 on small grey datasets
+//! (Fashion-MNIST), whose features ([`ConvNet::features`]) S3's centroids and the report's
+//! embedding plots are taken from ([`ConvNetEncoder`]).
 //!
 //! ```text
 //! x = (pixel / 255 - mean) / std            one channel, no augmentation
@@ -16,21 +17,25 @@ use std::path::Path;
 use burn::module::Module;
 use burn::optim::{GradientsParams, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig};
 use burn::prelude::*;
+use ims3_images::Rgb;
+use ims3_nets::{ConvNet, ConvNetConfig, LoadError, NetError, Norm};
 use ims3_weights::{Checkpoint, KeyMap, WeightsError};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::convnet::{ConvNet, ConvNetConfig};
-use crate::resnet_ap::Norm;
+use crate::{FeatureEncoder, normalised_rows};
 
 pub const META_KIND: &str = "ims3.kind";
 pub const META_CLASSIFIER: &str = "ims3.convnet";
 
 /// PyTorch-style names: the norm enum's variant is not part of the key.
-fn key_map(norm: &str) -> KeyMap {
-    let variant = if norm == "batch" { "norm.$1.Batch." } else { "norm.$1.Instance." };
+fn key_map(norm: Norm) -> KeyMap {
+    let variant = match norm {
+        Norm::Batch => "norm.$1.Batch.",
+        Norm::Instance => "norm.$1.Instance.",
+    };
     KeyMap::new(&[(r"^norm\.(\d+)\.", variant)], &[(r"\.(Instance|Batch)\.", ".")])
 }
 
@@ -42,27 +47,34 @@ pub struct ClassifierSpec {
     pub channels: usize,
     pub im_size: usize,
     pub num_classes: usize,
-    /// "instance" or "batch".
-    pub norm: String,
+    pub norm: Norm,
     pub mean: f32,
     pub std: f32,
 }
 
 impl ClassifierSpec {
-    pub fn config(&self) -> Result<ConvNetConfig, String> {
-        let norm = match self.norm.as_str() {
-            "instance" => Norm::Instance,
-            "batch" => Norm::Batch,
-            n => return Err(format!("unknown norm '{n}'")),
-        };
-        Ok(ConvNetConfig { num_classes: self.num_classes, depth: self.depth, width: self.width, channels: self.channels, im_size: self.im_size, norm })
+    pub fn config(&self) -> ConvNetConfig {
+        ConvNetConfig { num_classes: self.num_classes, depth: self.depth, width: self.width, channels: self.channels, im_size: self.im_size, norm: self.norm }
     }
 
     /// Feature dimension of [`ConvNet::features`].
-    pub fn feature_dim(&self) -> Result<usize, String> {
-        let side = self.config()?.feature_side();
-        Ok(self.width * side * side)
+    pub fn feature_dim(&self) -> usize {
+        let side = self.config().feature_side();
+        self.width * side * side
     }
+}
+
+/// Why a classifier could not be trained.
+#[derive(Debug, thiserror::Error)]
+pub enum FitError {
+    #[error("the training set is empty")]
+    Empty,
+    #[error("the classifier takes {channels}-channel {size} px images; the data is 1-channel {data} px")]
+    Shape { channels: usize, size: usize, data: usize },
+    #[error("the loss became {loss} in epoch {epoch}: lower the learning rate")]
+    Diverged { epoch: usize, loss: f64 },
+    #[error(transparent)]
+    Net(#[from] NetError),
 }
 
 /// Training settings.
@@ -113,16 +125,16 @@ pub fn fit_classifier(
     opts: &FitOptions,
     device: &Device,
     mut on_batch: impl FnMut(usize, f64),
-) -> Result<(ConvNet, Vec<f64>), String> {
+) -> Result<(ConvNet, Vec<f64>), FitError> {
     if train.len() == 0 {
-        return Err("the training set is empty".into());
+        return Err(FitError::Empty);
     }
     if spec.channels != 1 || train.side != spec.im_size {
-        return Err(format!("the classifier takes {}-channel {} px images; the data is 1-channel {} px", spec.channels, spec.im_size, train.side));
+        return Err(FitError::Shape { channels: spec.channels, size: spec.im_size, data: train.side });
     }
     let ad = device.clone().autodiff();
     ad.seed(opts.seed);
-    let mut net = spec.config()?.init(&ad)?;
+    let mut net = spec.config().init(&ad)?;
     let mut opt = SgdConfig::new()
         .with_momentum(Some(MomentumConfig { momentum: opts.momentum, dampening: 0.0, nesterov: false }))
         .with_weight_decay((opts.weight_decay > 0.0).then(|| WeightDecayConfig::new(opts.weight_decay as f32)))
@@ -141,7 +153,7 @@ pub fn fit_classifier(
             let loss = ce.forward(net.forward(x), Tensor::<1, Int>::from_ints(y.as_slice(), &ad));
             let l = loss.clone().into_scalar::<f64>();
             if !l.is_finite() {
-                return Err(format!("the loss became {l} in epoch {epoch}: lower the learning rate"));
+                return Err(FitError::Diverged { epoch, loss: l });
             }
             sum += l * ids.len() as f64;
             count += ids.len();
@@ -171,7 +183,7 @@ pub fn save_classifier(net: &ConvNet, spec: &ClassifierSpec, record: &serde_json
     meta.insert(META_KIND.to_string(), "convnet".to_string());
     meta.insert(META_CLASSIFIER.to_string(), serde_json::to_string(spec).expect("spec serialises"));
     meta.insert("ims3.training".to_string(), record.to_string());
-    ims3_weights::save_safetensors(net, path, &key_map(&spec.norm), &meta)
+    ims3_weights::save_safetensors(net, path, &key_map(spec.norm), &meta)
 }
 
 /// True when `path` is a classifier written by [`save_classifier`].
@@ -180,15 +192,69 @@ pub fn is_classifier_file(path: &Path) -> bool {
 }
 
 /// Loads a classifier written by [`save_classifier`], every tensor checked.
-pub fn load_classifier(path: &Path, device: &Device) -> Result<(ConvNet, ClassifierSpec), WeightsError> {
+pub fn load_classifier(path: &Path, device: &Device) -> Result<(ConvNet, ClassifierSpec), LoadError> {
     let ckpt = Checkpoint::open(path, None)?;
     let other = |why: String| WeightsError::Other { path: path.to_path_buf(), why };
     let json = ckpt.metadata.get(META_CLASSIFIER).ok_or_else(|| other(format!("not a ConvNet classifier of ims3 (no '{META_CLASSIFIER}' metadata)")))?;
     let spec: ClassifierSpec = serde_json::from_str(json).map_err(|e| other(format!("metadata '{META_CLASSIFIER}': {e}")))?;
-    let cfg = spec.config().map_err(other)?;
+    let cfg = spec.config();
     let target = format!("ConvNet-{} width {} ({} px)", spec.depth, spec.width, spec.im_size);
-    let net = crate::resnet_ap::load_state_dict(path, |d| cfg.init(d), &key_map(&spec.norm), &target, device)?;
+    let net = ims3_nets::load_state_dict(path, |d| cfg.init(d), &key_map(spec.norm), &target, device)?;
     Ok((net, spec))
+}
+
+/// The small-image encoder: a ConvNet classifier trained on the real training set
+/// (`ims3 train-encoder`), features before its classifier layer. Preprocessing: mean of the
+/// three planes (grey), `(x + 1) / 2`, bilinear resize to the network's size if needed,
+/// `(x - mean) / std` with the training set's statistics.
+pub struct ConvNetEncoder {
+    pub model: ConvNet,
+    pub spec: ClassifierSpec,
+    pub device: Device,
+    pub name: String,
+}
+
+impl ConvNetEncoder {
+    /// Loads a file written by `ims3 train-encoder`.
+    pub fn load(path: &Path, device: Device) -> Result<Self, LoadError> {
+        let (model, spec) = load_classifier(path, &device)?;
+        let name = format!("convnet{}-w{}-{}", spec.depth, spec.width, path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default());
+        Ok(Self { model, spec, device, name })
+    }
+
+    /// One grey plane `[size, size]`, normalised.
+    pub fn preprocess(&self, img: &Rgb) -> Vec<f32> {
+        let s = self.spec.im_size;
+        let img = if (img.height, img.width) == (s, s) { img.clone() } else { ims3_images::resize_bilinear(img, s, s) };
+        let plane = s * s;
+        (0..plane)
+            .map(|i| {
+                let g = (img.data[i] + img.data[plane + i] + img.data[2 * plane + i]) / 3.0;
+                ((g + 1.0) * 0.5 - self.spec.mean) / self.spec.std
+            })
+            .collect()
+    }
+}
+
+impl FeatureEncoder for ConvNetEncoder {
+    fn dim(&self) -> usize {
+        self.spec.feature_dim()
+    }
+
+    fn encode(&self, images: &[Rgb]) -> Vec<Vec<f64>> {
+        let s = self.spec.im_size;
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(256) {
+            let data: Vec<f32> = chunk.iter().flat_map(|im| self.preprocess(im)).collect();
+            let x = Tensor::<1>::from_floats(data.as_slice(), &self.device).reshape([chunk.len(), 1, s, s]);
+            out.extend(normalised_rows(self.model.features(x)));
+        }
+        out
+    }
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
 }
 
 #[cfg(test)]
@@ -196,7 +262,7 @@ mod tests {
     use super::*;
 
     fn spec() -> ClassifierSpec {
-        ClassifierSpec { depth: 2, width: 8, channels: 1, im_size: 28, num_classes: 2, norm: "instance".into(), mean: 0.5, std: 0.5 }
+        ClassifierSpec { depth: 2, width: 8, channels: 1, im_size: 28, num_classes: 2, norm: Norm::Instance, mean: 0.5, std: 0.5 }
     }
 
     #[test]

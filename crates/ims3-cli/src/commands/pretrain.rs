@@ -1,0 +1,92 @@
+//! `ims3 pretrain`: a pixel-space class-conditional DiT trained from scratch on an IDX dataset
+//! (the Fashion-MNIST stand-in for DiT-XL/2): every parameter but `pos_embed` trains with the
+//! plain DiT loss, through the same loop, checkpoints and resume as `finetune`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, ensure};
+use ims3_backend::DeviceSpec;
+use ims3_im::TrainData;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Folder with train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz]
+    /// (Debian: /usr/share/datasets/fashion-mnist).
+    #[arg(long)]
+    pub idx: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Width, depth, heads and patch of the DiT (input size, channels and classes come from the data).
+    #[arg(long, default_value_t = 128)]
+    pub hidden: usize,
+    #[arg(long, default_value_t = 6)]
+    pub depth: usize,
+    #[arg(long, default_value_t = 4)]
+    pub heads: usize,
+    #[arg(long, default_value_t = 2)]
+    pub patch: usize,
+    #[arg(long, default_value_t = 20000)]
+    pub steps: u64,
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// AdamW learning rate (DiT's own training: 1e-4).
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// EMA decay of the weights written to model.safetensors (DiT: 0.9999, for 400k steps;
+    /// a short run needs a shorter memory).
+    #[arg(long, default_value_t = 0.999)]
+    pub ema_decay: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 1000)]
+    pub checkpoint_every: u64,
+    /// Stop this invocation after N steps (checkpointing first); rerun to continue.
+    #[arg(long)]
+    pub stop_after: Option<u64>,
+}
+
+pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
+    let data = ims3_im::InMemoryData::from_idx(&ims3_images::idx::IdxSplit::read(&a.idx, "train")?);
+    let classes = data.labels.iter().copied().max().unwrap_or(0) as usize + 1;
+    let [c, h, w] = data.shape();
+    ensure!(h == w && h % a.patch == 0, "images are {h}x{w}: square and divisible by --patch {} needed", a.patch);
+    let cfg = ims3_dit::DiTConfig {
+        input_size: h,
+        patch_size: a.patch,
+        in_channels: c,
+        hidden_size: a.hidden,
+        depth: a.depth,
+        num_heads: a.heads,
+        mlp_ratio: 4.0,
+        class_dropout_prob: 0.1,
+        num_classes: classes,
+        learn_sigma: true,
+        gamma_blocks: a.depth.min(ims3_dit::DIFFFIT_GAMMA_BLOCKS),
+    };
+    cfg.validate()?;
+    let device = device.open()?.autodiff();
+    // The initial model is a function of the seed, so a resumed run rebuilds the same one.
+    device.seed(a.seed);
+    let model = cfg.init(&device);
+    let mut train = ims3_im::TrainConfig {
+        batch_size: a.batch,
+        max_steps: Some(a.steps),
+        seed: a.seed,
+        checkpoint_every: a.checkpoint_every,
+        trainable: ims3_im::Trainable::All,
+        ema_decay: a.ema_decay,
+        ..Default::default()
+    };
+    train.validate()?;
+    train.optimizer.lr = a.lr;
+    train.loss.im = false;
+    train.loss.minimax = false;
+    eprintln!("pretrain: DiT hidden {} depth {} patch {} on {} images {c}x{h}x{w}, {classes} classes", a.hidden, a.depth, a.patch, data.len());
+    let (_, out) = ims3_im::train(model.clone(), &data, &train, &a.out, &ims3_im::RunOptions { show_progress: true, stop_after: a.stop_after })?;
+    let ck = ims3_im::Checkpoint::read(out.last_checkpoint.as_ref().context("no checkpoint written")?)?;
+    let ema = ck.apply_to(model, true)?;
+    let path = a.out.join("model.safetensors");
+    ims3_dit::save_dit(&ema, &cfg, &path)?;
+    println!("pretrain: {} of {} steps; EMA weights in {}", out.steps_done, out.total_steps, path.display());
+    Ok(())
+}

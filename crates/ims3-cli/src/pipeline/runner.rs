@@ -1,0 +1,196 @@
+//! The one stage runner of both recipe kinds.
+//!
+//! - A stage is a child process of this binary (`ims3 --device <d> <subcommand> ...`, its
+//!   command line built from the subcommand's typed `Args`) or a step run in this process; a
+//!   finished stage leaves `<run>/<stage>.done` and is skipped on the next run.
+//! - `--from <stage>` clears the markers of that stage and every later one, and their outputs,
+//!   so they are redone from nothing (fine-tuning and sampling would otherwise resume).
+//! - Independent stages run `workers` at a time, each a process of its own; the CPU backend's
+//!   threads (`RAYON_NUM_THREADS`) are shared out among them unless the user set them. Every
+//!   stage of a batch is tried; the first failure is reported after the others finished.
+//! - Each stage's time is recorded for the manifest and the results.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, ensure};
+use ims3_backend::DeviceSpec;
+use serde::Serialize;
+
+/// One kind of stage: a name that its stages' names start with, and the outputs (relative to
+/// the run directory) that redoing it must remove first.
+pub struct StageKind {
+    pub name: &'static str,
+    pub outputs: &'static [&'static str],
+}
+
+/// A stage's time in this invocation.
+#[derive(Clone, Debug, Serialize)]
+pub struct Timing {
+    pub stage: String,
+    pub seconds: f64,
+    pub skipped: bool,
+}
+
+pub struct Runner<'a> {
+    exe: PathBuf,
+    device: &'a DeviceSpec,
+    pub run_dir: PathBuf,
+    /// Independent stages run this many at once.
+    pub workers: usize,
+    pub timings: Vec<Timing>,
+}
+
+impl<'a> Runner<'a> {
+    pub fn new(device: &'a DeviceSpec, run_dir: PathBuf, workers: usize) -> Result<Self> {
+        std::fs::create_dir_all(&run_dir).with_context(|| format!("{}: cannot create", run_dir.display()))?;
+        Ok(Self { exe: std::env::current_exe()?, device, run_dir, workers: workers.max(1), timings: Vec::new() })
+    }
+
+    /// `--from <stage>`: removes the markers and outputs of `from` and every later kind.
+    pub fn clear_from(&self, kinds: &[StageKind], from: &str) -> Result<()> {
+        let names: Vec<&str> = kinds.iter().map(|k| k.name).collect();
+        let k = names.iter().position(|s| *s == from).with_context(|| format!("unknown stage '{from}' (stages: {})", names.join(", ")))?;
+        for kind in &kinds[k..] {
+            for e in std::fs::read_dir(&self.run_dir)?.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with(kind.name) && n.ends_with(".done") {
+                    std::fs::remove_file(e.path())?;
+                }
+            }
+            for o in kind.outputs {
+                let d = self.run_dir.join(o);
+                if d.exists() {
+                    std::fs::remove_dir_all(&d).with_context(|| format!("{}: cannot remove", d.display()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn marker(&self, name: &str) -> PathBuf {
+        self.run_dir.join(format!("{name}.done"))
+    }
+
+    /// Runs `ims3 --device <d> <argv>` as stage `name` unless its marker says it finished
+    /// before; writes the marker after a successful run. `cpu_threads`: the CPU backend's
+    /// worker threads for this stage. Returns (seconds, skipped).
+    fn run_child(&self, name: &str, argv: &[String], cpu_threads: usize) -> Result<(f64, bool)> {
+        let marker = self.marker(name);
+        if marker.is_file() {
+            eprintln!("reproduce: {name}: done before, skipped");
+            return Ok((0.0, true));
+        }
+        eprintln!("reproduce: {name}: ims3 {}", argv.join(" "));
+        let t = Instant::now();
+        let mut cmd = std::process::Command::new(&self.exe);
+        cmd.arg("--device").arg(self.device.to_string()).args(argv);
+        if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+            cmd.env("RAYON_NUM_THREADS", cpu_threads.max(1).to_string());
+        }
+        let status = cmd.status()?;
+        ensure!(status.success(), "stage {name} failed ({status}); fix the cause and rerun the same command to continue");
+        let secs = t.elapsed().as_secs_f64();
+        ims3_util::atomic_write(&marker, format!("{{\"seconds\": {secs}}}\n").as_bytes())?;
+        Ok((secs, false))
+    }
+
+    /// Runs independent child stages `(name, argv)`, `workers` at a time: a worker takes the
+    /// next stage as soon as its last one ends.
+    pub fn children(&mut self, stages: Vec<(String, Vec<String>)>) -> Result<()> {
+        let next = AtomicUsize::new(0);
+        let outcomes: Vec<Mutex<Option<Result<(f64, bool)>>>> = stages.iter().map(|_| Mutex::new(None)).collect();
+        let workers = self.workers.min(stages.len()).max(1);
+        let share = std::thread::available_parallelism().map_or(1, |n| n.get()).div_ceil(workers).max(1);
+        let this = &*self;
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some((name, argv)) = stages.get(i) else { break };
+                        let r = this.run_child(name, argv, share);
+                        *outcomes[i].lock().expect("no poisoning") = Some(r);
+                    }
+                });
+            }
+        });
+        let mut first_err = None;
+        for ((name, _), r) in stages.iter().zip(outcomes) {
+            match r.into_inner().expect("no poisoning").unwrap_or_else(|| Err(anyhow!("stage {name} did not run"))) {
+                Ok((seconds, skipped)) => self.timings.push(Timing { stage: name.clone(), seconds, skipped }),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// One child stage.
+    pub fn child(&mut self, name: &str, argv: Vec<String>) -> Result<()> {
+        self.children(vec![(name.to_string(), argv)])
+    }
+
+    /// A stage run in this process, with a marker like the child stages.
+    pub fn local(&mut self, name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+        if self.marker(name).is_file() {
+            eprintln!("reproduce: {name}: done before, skipped");
+            self.timings.push(Timing { stage: name.into(), seconds: 0.0, skipped: true });
+            return Ok(());
+        }
+        let t = Instant::now();
+        f()?;
+        let seconds = t.elapsed().as_secs_f64();
+        ims3_util::atomic_write(&self.marker(name), format!("{{\"seconds\": {seconds}}}\n").as_bytes())?;
+        self.timings.push(Timing { stage: name.into(), seconds, skipped: false });
+        Ok(())
+    }
+
+    /// A step that always runs (the report), timed.
+    pub fn always<T>(&mut self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let t = Instant::now();
+        let out = f()?;
+        self.timings.push(Timing { stage: name.into(), seconds: t.elapsed().as_secs_f64(), skipped: false });
+        Ok(out)
+    }
+
+    /// The manifest of this run: the command line, the recipe's text, the revision, the device
+    /// and every stage's time, plus the recipe kind's own `fields`; written to each of `to`.
+    pub fn write_manifest(&self, recipe_text: &str, revision: Option<&str>, fields: serde_json::Value, to: &[&Path]) -> Result<()> {
+        let mut m = serde_json::json!({
+            "command": super::super::commands::command_line(),
+            "recipe": recipe_text,
+            "git_revision": revision,
+            "device": self.device.to_string(),
+            "stages": self.timings,
+        });
+        if let (Some(m), serde_json::Value::Object(extra)) = (m.as_object_mut(), fields) {
+            m.extend(extra);
+        }
+        for dir in to {
+            ims3_util::write_json(&dir.join("manifest.json"), &m)?;
+        }
+        Ok(())
+    }
+}
+
+/// `HEAD`'s commit, with `-dirty` appended (as `git describe --dirty` does) when tracked files
+/// outside `results/` have uncommitted changes, so a record never claims a commit it was not run
+/// from. Jobs call it before they write anything (their own outputs under `results/` are
+/// tracked and would otherwise mark every rerun dirty).
+pub fn git_revision() -> Option<String> {
+    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let rev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let dirty = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)results"])
+        .output()
+        .ok()
+        .is_some_and(|o| o.status.success() && !o.stdout.is_empty());
+    Some(if dirty { format!("{rev}-dirty") } else { rev })
+}

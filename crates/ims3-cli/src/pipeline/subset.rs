@@ -1,0 +1,176 @@
+//! The paper's pipeline on an ImageNet subset (a [`SubsetRecipe`]): each stage a child
+//! process, recorded by `<run>/<stage>.done`:
+//!
+//! ```text
+//! finetune (skipped by the recipes without IM) -> sample -> select -> eval-<net>...
+//! -> results/<recipe>/results.json and results.md beside the paper's numbers
+//! ```
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail, ensure};
+use ims3_backend::DeviceSpec;
+
+use super::recipe::{Recipe, SubsetRecipe};
+use super::report::{pm, read_eval, write_results};
+use super::runner::{Runner, StageKind, git_revision};
+use crate::args::to_args;
+use crate::commands::{eval, finetune, reproduce, sample, select};
+
+pub const STAGES: [StageKind; 4] = [
+    StageKind { name: "finetune", outputs: &["finetune"] },
+    StageKind { name: "sample", outputs: &["candidates"] },
+    StageKind { name: "select", outputs: &["selected"] },
+    StageKind { name: "eval", outputs: &[] },
+];
+
+pub fn run(recipe: SubsetRecipe, text: &str, a: &reproduce::Args, device: &DeviceSpec) -> Result<()> {
+    let revision = git_revision(); // before any output is written
+    if recipe.gpu && device.is_cpu() && !a.allow_cpu {
+        bail!("recipe {} needs a GPU (it fine-tunes and samples DiT-XL/2); run with --device cuda:0, or pass --allow-cpu to run it on the CPU anyway", recipe.name);
+    }
+    let run_dir = a.run_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(&recipe.name));
+    let results = a.results.clone().unwrap_or_else(|| PathBuf::from("results").join(&recipe.name));
+    let cache = a.cache.clone().unwrap_or_else(ims3_fetch::default_cache);
+    let spec = ims3_datasets::DatasetSpec::get(&recipe.dataset)?;
+    let archive = spec.fastai_archive.clone().unwrap_or_else(|| spec.name.clone());
+    let dit = recipe.assets.dit.clone().unwrap_or_else(|| cache.join("DiT-XL-2-256x256.pt"));
+    let vae = recipe.assets.vae.clone().unwrap_or_else(|| cache.join("sd-vae-ft-ema"));
+    let encoder = recipe.assets.encoder.clone().unwrap_or_else(|| cache.join("resnet18-f37072fd.pth"));
+    let data = recipe.assets.data.clone().unwrap_or_else(|| cache.join(&archive));
+    let missing: Vec<String> = [&dit, &vae, &encoder, &data].iter().filter(|p| !p.exists()).map(|p| p.display().to_string()).collect();
+    ensure!(missing.is_empty(), "missing inputs: {} (fetch them with `ims3 fetch all`, or set [assets] in the recipe)", missing.join(", "));
+    let manifest = ims3_datasets::Manifest::build(&data, &spec, &["train", "val"])?;
+
+    let mut runner = Runner::new(device, run_dir.clone(), 1)?;
+    if let Some(from) = &a.from {
+        runner.clear_from(&STAGES, from)?;
+    }
+    let finetuned = if recipe.finetune {
+        let cfg_path = run_dir.join("train.toml");
+        ims3_util::atomic_write(&cfg_path, Recipe::train_toml(&recipe.train, recipe.seed)?.as_bytes())?;
+        let out = run_dir.join("finetune");
+        let args = finetune::Args {
+            dit: dit.clone(),
+            vae: Some(vae.clone()),
+            data: Some(data.clone()),
+            idx: None,
+            dataset: recipe.dataset.clone(),
+            split: "train".into(),
+            out: out.clone(),
+            train_config: Some(cfg_path),
+            seed: None,
+            batch: None,
+            epochs: None,
+            steps: None,
+            lr: None,
+            no_im: false,
+            no_minimax: false,
+            folder_index_labels: false,
+            heads: recipe.assets.heads,
+            image_size: recipe.image_size,
+            stop_after: None,
+        };
+        runner.child("finetune", to_args("finetune", &args))?;
+        Some(ims3_im::list_checkpoints(&out.join("checkpoints"))?.pop().map(|(_, p)| p).context("fine-tuning left no checkpoint")?)
+    } else {
+        None
+    };
+    let candidates = run_dir.join("candidates");
+    let args = sample::Args {
+        dit: dit.clone(),
+        finetuned,
+        raw: false,
+        vae: Some(vae.clone()),
+        dataset: recipe.dataset.clone(),
+        per_class: recipe.select.groups * recipe.ipc,
+        cfg_scale: recipe.sample.cfg_scale,
+        steps: recipe.sample.steps.clone(),
+        batch: recipe.sample.batch,
+        sampler: Default::default(),
+        folder_index_labels: false,
+        heads: recipe.assets.heads,
+        seed: recipe.seed,
+        out: candidates.clone(),
+    };
+    runner.child("sample", to_args("sample", &args))?;
+    let selected = run_dir.join("selected");
+    let args = select::Args {
+        candidates,
+        out: selected.clone(),
+        encoder: Some(encoder.clone()),
+        real: Some(data.join("train")),
+        real_idx: None,
+        dataset: recipe.dataset.clone(),
+        centroids: None,
+        classes: spec.classes.iter().map(|c| c.wnid.clone()).collect(),
+        groups: recipe.select.groups,
+        ipc: recipe.ipc,
+        alpha: recipe.select.alpha,
+        beta: recipe.select.beta,
+        eps: 0.0,
+        max_sweeps: 5,
+        form: Default::default(),
+        real_max: recipe.select.real_max,
+        seed: recipe.seed,
+        skip_unreadable: false,
+    };
+    runner.child("select", to_args("select", &args))?;
+    let mut rows = Vec::new();
+    for net in &recipe.eval.nets {
+        let out = results.join(net.id());
+        let args = eval::Args {
+            distilled: selected.join("final_distilled/train"),
+            test: Some(data.join("val")),
+            test_idx: None,
+            batch: None,
+            width: None,
+            val: None,
+            dataset: recipe.dataset.clone(),
+            net: net.clone(),
+            size: recipe.eval.size,
+            ipc: recipe.ipc,
+            epochs: recipe.eval.epochs,
+            eval_every: None,
+            lr: recipe.eval.lr,
+            seeds: recipe.eval.seeds.clone(),
+            norm: Default::default(),
+            out: out.clone(),
+        };
+        runner.child(&format!("eval-{}", net.id()), to_args("eval", &args))?;
+        rows.push((net.id(), read_eval(&out)?));
+    }
+
+    // Results beside the paper.
+    let mut md = format!(
+        "# {}\n\n{} ({}), IPC {}, {}{}; {} seeds. Test split: {} real images.\n\n| network | final epoch | best epoch (selected on test) | paper |\n|---|---|---|---|\n",
+        recipe.name,
+        spec.name,
+        manifest.layout,
+        recipe.ipc,
+        if recipe.finetune { "IM fine-tuned DiT" } else { "pretrained DiT" },
+        if recipe.select.groups > 1 { format!(" + S3 over {} subgroups", recipe.select.groups) } else { ", no selection".into() },
+        recipe.eval.seeds.len(),
+        manifest.splits[1].files
+    );
+    for (net, rep) in &rows {
+        let paper = recipe.paper.get(net).map_or("-".to_string(), |v| format!("{v:.1}"));
+        md.push_str(&format!("| {} | {} | {} | {paper} |\n", rep.net, pm(rep.final_top1), pm(rep.best_top1)));
+    }
+    md.push_str(&format!("\nProduced by: `ims3 --device {device} reproduce {}` (run directory {}).\n", a.recipe.as_deref().unwrap_or_default(), run_dir.display()));
+    let summary = serde_json::json!({
+        "recipe": recipe.name,
+        "dataset": spec.name,
+        "layout": manifest.layout,
+        "ipc": recipe.ipc,
+        "results": rows.iter().map(|(n, r)| serde_json::json!({"net": n, "final_top1": r.final_top1, "best_top1": r.best_top1, "paper": recipe.paper.get(n)})).collect::<Vec<_>>(),
+    });
+    write_results(&results, &summary, &md)?;
+    let fields = serde_json::json!({
+        "seeds": {"pipeline": recipe.seed, "eval": recipe.eval.seeds},
+        "inputs": {"dit": dit.display().to_string(), "vae": vae.display().to_string(), "encoder": encoder.display().to_string(), "data": manifest},
+    });
+    runner.write_manifest(text, revision.as_deref(), fields, &[&run_dir])?;
+    print!("{md}");
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! The normalisation layer of every network here: IDC's `norm_type`.
+//!
+//! - `instance`: `GroupNorm(C, C)` with affine parameters (IDC's "instance" norm), eps 1e-5;
+//! - `batch`: `BatchNorm2d(C)`, eps 1e-5, momentum 0.1 (torchvision's ResNet-18).
+
+use burn::nn::{BatchNorm, BatchNormConfig, GroupNorm, GroupNormConfig};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Which normalisation a network uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Norm {
+    /// `GroupNorm(C, C)`: what IDC and IMS3 evaluate with.
+    #[default]
+    Instance,
+    /// `BatchNorm2d(C)`.
+    Batch,
+}
+
+/// A name that is not a [`Norm`].
+#[derive(Debug, thiserror::Error)]
+#[error("unknown norm '{0}': expected instance or batch")]
+pub struct UnknownNorm(pub String);
+
+impl std::str::FromStr for Norm {
+    type Err = UnknownNorm;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "instance" => Ok(Norm::Instance),
+            "batch" => Ok(Norm::Batch),
+            other => Err(UnknownNorm(other.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for Norm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Norm::Instance => "instance",
+            Norm::Batch => "batch",
+        })
+    }
+}
+
+/// A normalisation layer of either kind. burn-store's PyTorch reader skips the enum variant in
+/// module paths, so `bn1.weight` of a state dict lands in `bn1.Instance.gamma` or
+/// `bn1.Batch.gamma` alike.
+#[derive(Module, Debug)]
+pub enum NormLayer {
+    Instance(GroupNorm),
+    Batch(BatchNorm),
+}
+
+impl NormLayer {
+    pub fn new(norm: Norm, channels: usize, device: &Device) -> Self {
+        match norm {
+            Norm::Instance => NormLayer::Instance(GroupNormConfig::new(channels, channels).with_epsilon(1e-5).init(device)),
+            Norm::Batch => NormLayer::Batch(BatchNormConfig::new(channels).with_epsilon(1e-5).with_momentum(0.1).init(device)),
+        }
+    }
+
+    /// [N, C, H, W] -> [N, C, H, W].
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            NormLayer::Instance(n) => n.forward(x),
+            NormLayer::Batch(n) => n.forward(x),
+        }
+    }
+}
+
+/// True when a parameter whose innermost module has burn's container type `container_type`
+/// (`"Struct:GroupNorm"`, ...; see `ModuleVisitor::enter_module`) belongs to a norm layer.
+pub fn is_norm_container(container_type: &str) -> bool {
+    matches!(container_type, "Struct:GroupNorm" | "Struct:BatchNorm")
+}

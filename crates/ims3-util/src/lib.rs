@@ -1,0 +1,91 @@
+//! The few helpers every layer of ims3 shares, kept in one place so that no model or method
+//! crate has to depend on another only for them:
+//!
+//! - [`atomic_write`] / [`write_json`]: a file is either its old self or its new self, never a
+//!   truncated mix (temporary sibling + rename);
+//! - [`progress_bar`]: the one progress-bar style of every long loop (indicatif);
+//! - [`error_chain`]: an error and its sources on one line, as the command line prints them.
+
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Writes `bytes` to `path` through a temporary sibling and a rename, creating the parent
+/// folder: an interrupted write never leaves a truncated file at `path`.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(name);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// `value` as pretty JSON, written with [`atomic_write`].
+pub fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> std::io::Result<()> {
+    let json = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    atomic_write(path, json.as_bytes())
+}
+
+/// A progress bar with rate and ETA, labelled `what`; hidden when `show` is false.
+pub fn progress_bar(len: u64, what: &str, show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// `error: source: source of source ...` on one line (what `{:#}` of an `anyhow::Error` prints).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_whole_files_and_creates_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a/b/c.json");
+        write_json(&p, &serde_json::json!({"x": 1})).unwrap();
+        atomic_write(&p, b"new").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        let left: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left.len(), 1, "no temporary file is left: {left:?}");
+    }
+
+    #[test]
+    fn error_chain_joins_sources() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "data.bin: cannot read")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"));
+        assert_eq!(error_chain(&e), "data.bin: cannot read: no such file");
+    }
+}
