@@ -1,6 +1,5 @@
 //! `ims3`: the command line of the IMS3 port. This file parses and dispatches; each subcommand
-//! is a module of `commands/` (its clap `Args` and a `run`), and `reproduce` drives the recipe
-//! pipeline of `pipeline/`.
+//! is a module of `commands/` (its clap `Args` and a `run`), and `reproduce` is `pipeline/`.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -12,7 +11,7 @@ mod commands;
 mod config_file;
 mod pipeline;
 
-use commands::{convert, drift, eval, fetch, finetune, info, pretrain, reproduce, sample, select, train_encoder};
+use commands::{convert, drift, eval, fetch, finetune, info, pretrain, sample, select, train_encoder};
 
 #[derive(Parser, Debug)]
 #[command(name = "ims3", version, about = "IMS3 dataset distillation (Inversion-Matching + Selective Subgroup Sampling) in Rust")]
@@ -67,7 +66,7 @@ pub enum Command {
     Fetch(fetch::Args),
     /// The whole method from a recipe: fine-tune, sample, select, evaluate, results beside the
     /// paper. Finished stages are skipped; --from reruns; --list shows the recipes.
-    Reproduce(reproduce::Args),
+    Reproduce(pipeline::Args),
 }
 
 fn main() {
@@ -111,6 +110,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Pretrain(a) => pretrain::run(a, device),
         Command::TrainEncoder(a) => train_encoder::run(a, device),
         Command::Fetch(a) => fetch::run(a),
-        Command::Reproduce(a) => reproduce::run(a, device),
+        Command::Reproduce(a) => pipeline::run(a, device),
     }
 }

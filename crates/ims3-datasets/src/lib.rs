@@ -51,8 +51,8 @@ pub enum DatasetError {
     MissingSplit { path: PathBuf },
     #[error("{root}: does not match the {dataset} spec: {why}")]
     Mismatch { root: PathBuf, dataset: String, why: String },
-    #[error("{path}: {why}")]
-    Io { path: PathBuf, why: String },
+    #[error("{path}: cannot read")]
+    Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Image(#[from] ims3_images::ImageError),
 }
@@ -166,7 +166,7 @@ pub fn scan(root: &Path, split: &str, spec: &DatasetSpec) -> Result<Scanned, Dat
     }
     let mismatch = |why: String| DatasetError::Mismatch { root: dir.clone(), dataset: spec.name.clone(), why };
     let present: BTreeSet<String> = std::fs::read_dir(&dir)
-        .map_err(|e| DatasetError::Io { path: dir.clone(), why: e.to_string() })?
+        .map_err(|source| DatasetError::Io { path: dir.clone(), source })?
         .flatten()
         .filter(|e| e.path().is_dir())
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -233,7 +233,7 @@ impl Manifest {
             let mut h = Sha256::new();
             for c in &s.classes {
                 for f in &c.files {
-                    let bytes = std::fs::read(f).map_err(|e| DatasetError::Io { path: f.clone(), why: e.to_string() })?;
+                    let bytes = std::fs::read(f).map_err(|source| DatasetError::Io { path: f.clone(), source })?;
                     h.update(f.strip_prefix(&base).unwrap_or(f).to_string_lossy().as_bytes());
                     h.update((bytes.len() as u64).to_le_bytes());
                     h.update(&bytes);

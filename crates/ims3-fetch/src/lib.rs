@@ -62,12 +62,14 @@ pub enum FetchError {
     Truncated { path: PathBuf, got: u64, want: u64 },
     #[error("{path}: corrupted download: {algo} {got}, expected {want}; the partial file was removed, run again to download it afresh")]
     Corrupt { path: PathBuf, algo: &'static str, got: String, want: String },
-    #[error("{path}: {why}")]
-    Io { path: PathBuf, why: String },
+    #[error("{path}: cannot read or write")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: cannot unpack")]
+    Unpack { path: PathBuf, source: std::io::Error },
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> FetchError + '_ {
-    move |e| FetchError::Io { path: path.to_path_buf(), why: e.to_string() }
+    move |source| FetchError::Io { path: path.to_path_buf(), source }
 }
 
 /// What `fetch` did.
@@ -224,7 +226,7 @@ pub fn extract_tgz(archive: &Path, into: &Path) -> Result<PathBuf, FetchError> {
     }
     let f = std::fs::File::open(archive).map_err(io(archive))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(f));
-    tar.unpack(into).map_err(|e| FetchError::Io { path: archive.to_path_buf(), why: format!("cannot unpack: {e}") })?;
+    tar.unpack(into).map_err(|source| FetchError::Unpack { path: archive.to_path_buf(), source })?;
     std::fs::write(&marker, b"").map_err(io(&marker))?;
     Ok(into.to_path_buf())
 }

@@ -29,7 +29,7 @@ pub enum Format {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
-    #[error("{path}: cannot read the file: {source}")]
+    #[error("{path}: cannot read the file")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: not a PyTorch checkpoint or safetensors file ({why})")]
     UnknownFormat { path: PathBuf, why: String },

@@ -1,7 +1,7 @@
 //! One module per subcommand: its clap `Args` (typed choices, parsed once) and a `run` that
-//! calls the libraries. The arguments of the commands the recipe pipeline runs as child
-//! processes (`finetune`, `sample`, `select`, `eval`) also serialise back to a command line
-//! (`crate::args::to_args`).
+//! calls the libraries (`reproduce` is `crate::pipeline`). The arguments of the commands the
+//! recipe pipeline runs as child processes (`finetune`, `sample`, `select`, `eval`) also
+//! serialise back to a command line (`crate::args::to_args`).
 
 pub mod convert;
 pub mod drift;
@@ -10,7 +10,6 @@ pub mod fetch;
 pub mod finetune;
 pub mod info;
 pub mod pretrain;
-pub mod reproduce;
 pub mod sample;
 pub mod select;
 pub mod train_encoder;

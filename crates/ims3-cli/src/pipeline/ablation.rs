@@ -30,9 +30,9 @@ use serde::Serialize;
 
 use super::recipe::{AblationRecipe, Recipe};
 use super::report::{read_eval, stage_table, write_results};
-use super::runner::{Runner, StageKind, Timing, git_revision};
+use super::runner::{Invocation, Runner, StageKind, Timing, git_revision};
 use crate::args::to_args;
-use crate::commands::{eval, finetune, reproduce, sample, select};
+use crate::commands::{eval, finetune, sample, select};
 
 /// The five distilled sets compared, in table order.
 pub const ARMS: [(&str, &str); 5] = [
@@ -60,14 +60,12 @@ fn idx_dir(recipe: &AblationRecipe, cache: &Path) -> PathBuf {
     if debian.join("train-images-idx3-ubyte.gz").is_file() { debian } else { cache.join("fashion-mnist") }
 }
 
-/// Runs the job. `text` is the recipe file's text (recorded in the manifest).
-pub fn run(recipe: AblationRecipe, text: &str, a: &reproduce::Args, device: &DeviceSpec) -> Result<()> {
+/// Runs the job.
+pub fn run(recipe: AblationRecipe, at: &Invocation) -> Result<()> {
     let started = Instant::now();
     let revision = git_revision(); // before any output is written
-    let run_dir = a.run_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(&recipe.name));
-    let results = a.results.clone().unwrap_or_else(|| PathBuf::from("results").join(&recipe.name));
-    let cache = a.cache.clone().unwrap_or_else(ims3_fetch::default_cache);
-    let idx = idx_dir(&recipe, &cache);
+    let (run_dir, results, device) = (&at.run_dir, &at.results, &at.device);
+    let idx = idx_dir(&recipe, &at.cache);
     let spec = ims3_datasets::DatasetSpec::get(&recipe.dataset)?;
     let missing: Vec<String> = [&recipe.assets.dit, &recipe.assets.encoder, &idx].iter().filter(|p| !p.exists()).map(|p| p.display().to_string()).collect();
     ensure!(
@@ -75,11 +73,8 @@ pub fn run(recipe: AblationRecipe, text: &str, a: &reproduce::Args, device: &Dev
         "missing inputs: {} (the DiT and encoder are committed under assets/; the IDX files come from `apt-get install dataset-fashion-mnist` or `ims3 fetch fashion-mnist-train-images fashion-mnist-train-labels fashion-mnist-test-images fashion-mnist-test-labels`)",
         missing.join(", ")
     );
-    let mut runner = Runner::new(device, run_dir.clone(), recipe.eval.parallel)?;
-    std::fs::create_dir_all(&results)?;
-    if let Some(from) = &a.from {
-        runner.clear_from(&STAGES, from)?;
-    }
+    let mut runner = Runner::new(at, &STAGES, recipe.eval.parallel)?;
+    std::fs::create_dir_all(results)?;
 
     // IM fine-tuning.
     let cfg_path = run_dir.join("train.toml");
@@ -161,7 +156,7 @@ pub fn run(recipe: AblationRecipe, text: &str, a: &reproduce::Args, device: &Dev
 
     // The five sets as image folders.
     let arms_dir = run_dir.join("arms");
-    runner.local("arms", || write_arms(&recipe, &spec, &idx, &run_dir, &arms_dir))?;
+    runner.local("arms", || write_arms(&recipe, &spec, &idx, run_dir, &arms_dir))?;
 
     // Evaluations: one stage per (set, seed), so the workers stay busy to the end.
     let eval_args = |arm: &str, seed: u64| eval::Args {
@@ -180,16 +175,16 @@ pub fn run(recipe: AblationRecipe, text: &str, a: &reproduce::Args, device: &Dev
         lr: recipe.eval.lr,
         seeds: vec![seed],
         norm: Default::default(),
-        out: eval_dir(&results, arm, seed),
+        out: eval_dir(results, arm, seed),
     };
     let jobs: Vec<(String, Vec<String>)> =
         ARMS.iter().flat_map(|(arm, _)| recipe.eval.seeds.iter().map(move |&seed| (format!("eval-{arm}-seed{seed}"), to_args("eval", &eval_args(arm, seed))))).collect();
     runner.children(jobs)?;
 
     // Report.
-    let measures = runner.always("report", || report(&recipe, &spec, &idx, &arms_dir, &results, device))?;
+    let measures = runner.always("report", || report(&recipe, &spec, &idx, &arms_dir, results, device))?;
     let total = started.elapsed().as_secs_f64();
-    write_ablation_results(&recipe, &spec, &results, &measures, &runner.timings, total, a, device)?;
+    write_ablation_results(&recipe, &spec, results, &measures, &runner.timings, total, at)?;
     let fields = serde_json::json!({
         "threads": std::thread::available_parallelism().map(|n| n.get()).ok(),
         "inputs": {
@@ -199,7 +194,7 @@ pub fn run(recipe: AblationRecipe, text: &str, a: &reproduce::Args, device: &Dev
         },
         "seconds": total,
     });
-    runner.write_manifest(text, revision.as_deref(), fields, &[&run_dir, &results])?;
+    runner.write_manifest(revision.as_deref(), fields, &[run_dir, results])?;
     print!("{}", std::fs::read_to_string(results.join("results.md"))?);
     Ok(())
 }
@@ -369,8 +364,7 @@ fn write_ablation_results(
     measures: &[ArmMeasures],
     timings: &[Timing],
     total: f64,
-    a: &reproduce::Args,
-    device: &DeviceSpec,
+    at: &Invocation,
 ) -> Result<()> {
     let mut rows = Vec::new();
     let mut md = format!(
@@ -409,10 +403,11 @@ centroid distance = cosine distance of the set's class centroid to the real one;
 (PCA of the encoder features fitted on the real images; panels left to right: random real, DiT, IM, S3, IMS3; small pale dots are real training images, outlined squares the distilled ones, colours are classes).\n");
     md.push_str(&stage_table(timings));
     md.push_str(&format!(
-        "\nWall time of this invocation: {total:.0} s on {} threads. Produced by: `ims3 --device {device} reproduce {}` (via `cargo xtask reproduce {}`).\n",
+        "\nWall time of this invocation: {total:.0} s on {} threads. Produced by: `ims3 --device {} reproduce {}` (via `cargo xtask reproduce {}`).\n",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
-        a.recipe.as_deref().unwrap_or_default(),
-        a.recipe.as_deref().unwrap_or_default()
+        at.device,
+        at.recipe,
+        at.recipe
     ));
     let summary = serde_json::json!({
         "recipe": recipe.name, "dataset": spec.name, "ipc": recipe.ipc, "eval": recipe.eval, "rows": rows,

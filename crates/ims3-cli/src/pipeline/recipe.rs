@@ -297,6 +297,14 @@ impl Recipe {
         Ok(recipe)
     }
 
+    /// The recipe's `name` (its run and results folders' name).
+    pub fn name(&self) -> &str {
+        match self {
+            Recipe::Subset(r) => &r.name,
+            Recipe::Ablation(r) => &r.name,
+        }
+    }
+
     /// One line for `--list`.
     pub fn summary(&self) -> String {
         match self {

@@ -19,6 +19,20 @@ use anyhow::{Context, Result, anyhow, ensure};
 use ims3_backend::DeviceSpec;
 use serde::Serialize;
 
+/// One `ims3 reproduce` invocation: what was asked for and where things go.
+pub struct Invocation {
+    /// The recipe as named on the command line (a built-in name or a path).
+    pub recipe: String,
+    /// The recipe file's text (recorded in the manifest).
+    pub text: String,
+    pub device: DeviceSpec,
+    pub from: Option<String>,
+    pub allow_cpu: bool,
+    pub run_dir: PathBuf,
+    pub results: PathBuf,
+    pub cache: PathBuf,
+}
+
 /// One kind of stage: a name that its stages' names start with, and the outputs (relative to
 /// the run directory) that redoing it must remove first.
 pub struct StageKind {
@@ -37,6 +51,7 @@ pub struct Timing {
 pub struct Runner<'a> {
     exe: PathBuf,
     device: &'a DeviceSpec,
+    recipe_text: &'a str,
     pub run_dir: PathBuf,
     /// Independent stages run this many at once.
     pub workers: usize,
@@ -44,13 +59,19 @@ pub struct Runner<'a> {
 }
 
 impl<'a> Runner<'a> {
-    pub fn new(device: &'a DeviceSpec, run_dir: PathBuf, workers: usize) -> Result<Self> {
-        std::fs::create_dir_all(&run_dir).with_context(|| format!("{}: cannot create", run_dir.display()))?;
-        Ok(Self { exe: std::env::current_exe()?, device, run_dir, workers: workers.max(1), timings: Vec::new() })
+    /// A runner for `at`'s run directory (created), `--from` applied: the markers and outputs
+    /// of that stage kind and every later one in `kinds` are removed.
+    pub fn new(at: &'a Invocation, kinds: &[StageKind], workers: usize) -> Result<Self> {
+        std::fs::create_dir_all(&at.run_dir).with_context(|| format!("{}: cannot create", at.run_dir.display()))?;
+        let runner = Self { exe: std::env::current_exe()?, device: &at.device, recipe_text: &at.text, run_dir: at.run_dir.clone(), workers: workers.max(1), timings: Vec::new() };
+        if let Some(from) = &at.from {
+            runner.clear_from(kinds, from)?;
+        }
+        Ok(runner)
     }
 
     /// `--from <stage>`: removes the markers and outputs of `from` and every later kind.
-    pub fn clear_from(&self, kinds: &[StageKind], from: &str) -> Result<()> {
+    fn clear_from(&self, kinds: &[StageKind], from: &str) -> Result<()> {
         let names: Vec<&str> = kinds.iter().map(|k| k.name).collect();
         let k = names.iter().position(|s| *s == from).with_context(|| format!("unknown stage '{from}' (stages: {})", names.join(", ")))?;
         for kind in &kinds[k..] {
@@ -159,10 +180,10 @@ impl<'a> Runner<'a> {
 
     /// The manifest of this run: the command line, the recipe's text, the revision, the device
     /// and every stage's time, plus the recipe kind's own `fields`; written to each of `to`.
-    pub fn write_manifest(&self, recipe_text: &str, revision: Option<&str>, fields: serde_json::Value, to: &[&Path]) -> Result<()> {
+    pub fn write_manifest(&self, revision: Option<&str>, fields: serde_json::Value, to: &[&Path]) -> Result<()> {
         let mut m = serde_json::json!({
-            "command": super::super::commands::command_line(),
-            "recipe": recipe_text,
+            "command": crate::commands::command_line(),
+            "recipe": self.recipe_text,
             "git_revision": revision,
             "device": self.device.to_string(),
             "stages": self.timings,

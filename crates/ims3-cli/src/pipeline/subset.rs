@@ -6,16 +6,13 @@
 //! -> results/<recipe>/results.json and results.md beside the paper's numbers
 //! ```
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result, bail, ensure};
-use ims3_backend::DeviceSpec;
 
 use super::recipe::{Recipe, SubsetRecipe};
 use super::report::{pm, read_eval, write_results};
-use super::runner::{Runner, StageKind, git_revision};
+use super::runner::{Invocation, Runner, StageKind, git_revision};
 use crate::args::to_args;
-use crate::commands::{eval, finetune, reproduce, sample, select};
+use crate::commands::{eval, finetune, sample, select};
 
 pub const STAGES: [StageKind; 4] = [
     StageKind { name: "finetune", outputs: &["finetune"] },
@@ -24,14 +21,12 @@ pub const STAGES: [StageKind; 4] = [
     StageKind { name: "eval", outputs: &[] },
 ];
 
-pub fn run(recipe: SubsetRecipe, text: &str, a: &reproduce::Args, device: &DeviceSpec) -> Result<()> {
+pub fn run(recipe: SubsetRecipe, at: &Invocation) -> Result<()> {
     let revision = git_revision(); // before any output is written
-    if recipe.gpu && device.is_cpu() && !a.allow_cpu {
+    if recipe.gpu && at.device.is_cpu() && !at.allow_cpu {
         bail!("recipe {} needs a GPU (it fine-tunes and samples DiT-XL/2); run with --device cuda:0, or pass --allow-cpu to run it on the CPU anyway", recipe.name);
     }
-    let run_dir = a.run_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(&recipe.name));
-    let results = a.results.clone().unwrap_or_else(|| PathBuf::from("results").join(&recipe.name));
-    let cache = a.cache.clone().unwrap_or_else(ims3_fetch::default_cache);
+    let (run_dir, results, cache) = (&at.run_dir, &at.results, &at.cache);
     let spec = ims3_datasets::DatasetSpec::get(&recipe.dataset)?;
     let archive = spec.fastai_archive.clone().unwrap_or_else(|| spec.name.clone());
     let dit = recipe.assets.dit.clone().unwrap_or_else(|| cache.join("DiT-XL-2-256x256.pt"));
@@ -42,10 +37,7 @@ pub fn run(recipe: SubsetRecipe, text: &str, a: &reproduce::Args, device: &Devic
     ensure!(missing.is_empty(), "missing inputs: {} (fetch them with `ims3 fetch all`, or set [assets] in the recipe)", missing.join(", "));
     let manifest = ims3_datasets::Manifest::build(&data, &spec, &["train", "val"])?;
 
-    let mut runner = Runner::new(device, run_dir.clone(), 1)?;
-    if let Some(from) = &a.from {
-        runner.clear_from(&STAGES, from)?;
-    }
+    let mut runner = Runner::new(at, &STAGES, 1)?;
     let finetuned = if recipe.finetune {
         let cfg_path = run_dir.join("train.toml");
         ims3_util::atomic_write(&cfg_path, Recipe::train_toml(&recipe.train, recipe.seed)?.as_bytes())?;
@@ -157,7 +149,7 @@ pub fn run(recipe: SubsetRecipe, text: &str, a: &reproduce::Args, device: &Devic
         let paper = recipe.paper.get(net).map_or("-".to_string(), |v| format!("{v:.1}"));
         md.push_str(&format!("| {} | {} | {} | {paper} |\n", rep.net, pm(rep.final_top1), pm(rep.best_top1)));
     }
-    md.push_str(&format!("\nProduced by: `ims3 --device {device} reproduce {}` (run directory {}).\n", a.recipe.as_deref().unwrap_or_default(), run_dir.display()));
+    md.push_str(&format!("\nProduced by: `ims3 --device {} reproduce {}` (run directory {}).\n", at.device, at.recipe, run_dir.display()));
     let summary = serde_json::json!({
         "recipe": recipe.name,
         "dataset": spec.name,
@@ -165,12 +157,12 @@ pub fn run(recipe: SubsetRecipe, text: &str, a: &reproduce::Args, device: &Devic
         "ipc": recipe.ipc,
         "results": rows.iter().map(|(n, r)| serde_json::json!({"net": n, "final_top1": r.final_top1, "best_top1": r.best_top1, "paper": recipe.paper.get(n)})).collect::<Vec<_>>(),
     });
-    write_results(&results, &summary, &md)?;
+    write_results(results, &summary, &md)?;
     let fields = serde_json::json!({
         "seeds": {"pipeline": recipe.seed, "eval": recipe.eval.seeds},
         "inputs": {"dit": dit.display().to_string(), "vae": vae.display().to_string(), "encoder": encoder.display().to_string(), "data": manifest},
     });
-    runner.write_manifest(text, revision.as_deref(), fields, &[&run_dir])?;
+    runner.write_manifest(revision.as_deref(), fields, &[run_dir])?;
     print!("{md}");
     Ok(())
 }
