@@ -4,8 +4,19 @@
 //! are joined with commas. The tests at the end parse each child command back and compare, so a
 //! renamed or re-typed flag fails `cargo test`, not a run.
 
+use std::ffi::OsString;
+
 use serde::Serialize;
 use serde_json::Value;
+
+/// A subcommand's arguments parsed from `required` alone: every other field takes the default
+/// its clap attribute declares, so a stage built here differs from the command line's defaults
+/// only where the caller sets a field.
+pub fn with_defaults<T: clap::Args + clap::FromArgMatches>(subcommand: &str, required: &[(&str, OsString)]) -> T {
+    let argv = std::iter::once(OsString::from(subcommand)).chain(required.iter().flat_map(|(flag, v)| [OsString::from(flag), v.clone()]));
+    let matches = T::augment_args(clap::Command::new("ims3-stage")).try_get_matches_from(argv).unwrap_or_else(|e| panic!("{subcommand}: {e}"));
+    T::from_arg_matches(&matches).unwrap_or_else(|e| panic!("{subcommand}: {e}"))
+}
 
 /// `[subcommand, --flag, value, ...]` for `args`.
 pub fn to_args<T: Serialize>(subcommand: &str, args: &T) -> Vec<String> {

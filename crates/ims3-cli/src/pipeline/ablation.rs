@@ -31,8 +31,8 @@ use serde::Serialize;
 use super::recipe::{AblationRecipe, Recipe};
 use super::report::{read_eval, stage_table, write_results};
 use super::runner::{Invocation, Runner, StageKind, Timing, git_revision};
+use super::stages::{Shared, TestSet, TrainingSet};
 use crate::args::to_args;
-use crate::commands::{eval, finetune, sample, select};
 
 /// The five distilled sets compared, in table order.
 pub const ARMS: [(&str, &str); 5] = [
@@ -80,74 +80,24 @@ pub fn run(recipe: AblationRecipe, at: &Invocation) -> Result<()> {
     let cfg_path = run_dir.join("train.toml");
     ims3_util::atomic_write(&cfg_path, Recipe::train_toml(&recipe.train, recipe.seed)?.as_bytes())?;
     let ft = run_dir.join("finetune");
-    let args = finetune::Args {
-        dit: recipe.assets.dit.clone(),
-        vae: None,
-        data: None,
-        idx: Some(idx.clone()),
-        dataset: "imagewoof".into(),
-        split: "train".into(),
-        out: ft.clone(),
-        train_config: Some(cfg_path),
-        seed: None,
-        batch: None,
-        epochs: None,
-        steps: None,
-        lr: None,
-        no_im: false,
-        no_minimax: false,
-        folder_index_labels: false,
-        heads: None,
-        image_size: 256,
-        stop_after: None,
-    };
+    let shared = Shared { dataset: &recipe.dataset, ipc: recipe.ipc, seed: recipe.seed, sample: &recipe.sample, select: &recipe.select };
+    let args = shared.finetune(&recipe.assets.dit, TrainingSet::Idx(&idx), &cfg_path, &ft);
     runner.child("finetune", to_args("finetune", &args))?;
     let ck = ims3_im::list_checkpoints(&ft.join("checkpoints"))?.pop().map(|(_, p)| p).context("fine-tuning left no checkpoint")?;
 
     // Candidates from both models, same noise.
-    let sample_args = |out: &Path, finetuned: Option<PathBuf>| sample::Args {
-        dit: recipe.assets.dit.clone(),
-        finetuned,
-        raw: false,
-        vae: None,
-        dataset: recipe.dataset.clone(),
-        per_class: recipe.select.groups * recipe.ipc,
-        cfg_scale: recipe.sample.cfg_scale,
-        steps: recipe.sample.steps.clone(),
-        batch: recipe.sample.batch,
-        sampler: Default::default(),
-        folder_index_labels: false,
-        heads: None,
-        seed: recipe.seed,
-        out: out.to_path_buf(),
-    };
     let cand_dit = run_dir.join("candidates-dit");
     let cand_im = run_dir.join("candidates-im");
     runner.children(vec![
-        ("sample-dit".into(), to_args("sample", &sample_args(&cand_dit, None))),
-        ("sample-im".into(), to_args("sample", &sample_args(&cand_im, Some(ck)))),
+        ("sample-dit".into(), to_args("sample", &shared.sample(&recipe.assets.dit, None, &cand_dit))),
+        ("sample-im".into(), to_args("sample", &shared.sample(&recipe.assets.dit, Some(&ck), &cand_im))),
     ])?;
 
     // S3 over each.
-    let select_args = |cands: &Path, out: &Path| select::Args {
-        candidates: cands.to_path_buf(),
-        out: out.to_path_buf(),
-        encoder: Some(recipe.assets.encoder.clone()),
-        real: None,
-        real_idx: Some(idx.clone()),
-        dataset: recipe.dataset.clone(),
-        centroids: None,
-        classes: spec.classes.iter().map(|c| c.wnid.clone()).collect(),
-        groups: recipe.select.groups,
-        ipc: recipe.ipc,
-        alpha: recipe.select.alpha,
-        beta: recipe.select.beta,
-        eps: 0.0,
-        max_sweeps: 5,
-        form: Default::default(),
-        real_max: recipe.select.real_max,
-        seed: recipe.seed,
-        skip_unreadable: false,
+    let select_args = |cands: &Path, out: &Path| {
+        let mut a = shared.select(cands, &recipe.assets.encoder, spec.classes.iter().map(|c| c.wnid.clone()).collect(), out);
+        a.real_idx = Some(idx.clone());
+        a
     };
     runner.children(vec![
         ("select-s3".into(), to_args("select", &select_args(&cand_dit, &run_dir.join("s3")))),
@@ -159,23 +109,16 @@ pub fn run(recipe: AblationRecipe, at: &Invocation) -> Result<()> {
     runner.local("arms", || write_arms(&recipe, &spec, &idx, run_dir, &arms_dir))?;
 
     // Evaluations: one stage per (set, seed), so the workers stay busy to the end.
-    let eval_args = |arm: &str, seed: u64| eval::Args {
-        distilled: arms_dir.join(arm),
-        test: None,
-        test_idx: Some(idx.clone()),
-        batch: Some(recipe.eval.batch),
-        width: Some(recipe.eval.width),
-        val: None,
-        dataset: recipe.dataset.clone(),
-        net: recipe.eval.net.clone(),
-        size: 28,
-        ipc: recipe.ipc,
-        epochs: Some(recipe.eval.epochs),
-        eval_every: Some(recipe.eval.eval_every),
-        lr: recipe.eval.lr,
-        seeds: vec![seed],
-        norm: Default::default(),
-        out: eval_dir(results, arm, seed),
+    let eval_args = |arm: &str, seed: u64| {
+        let mut a = shared.eval(&arms_dir.join(arm), &recipe.eval.net, TestSet::Idx(&idx), &eval_dir(results, arm, seed));
+        a.batch = Some(recipe.eval.batch);
+        a.width = Some(recipe.eval.width);
+        a.size = 28;
+        a.epochs = Some(recipe.eval.epochs);
+        a.eval_every = Some(recipe.eval.eval_every);
+        a.lr = recipe.eval.lr;
+        a.seeds = vec![seed];
+        a
     };
     let jobs: Vec<(String, Vec<String>)> =
         ARMS.iter().flat_map(|(arm, _)| recipe.eval.seeds.iter().map(move |&seed| (format!("eval-{arm}-seed{seed}"), to_args("eval", &eval_args(arm, seed))))).collect();

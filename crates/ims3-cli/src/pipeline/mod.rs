@@ -13,6 +13,7 @@ pub mod ablation;
 pub mod recipe;
 pub mod report;
 pub mod runner;
+pub mod stages;
 pub mod subset;
 
 use std::path::PathBuf;

@@ -11,8 +11,8 @@ use anyhow::{Context, Result, bail, ensure};
 use super::recipe::{Recipe, SubsetRecipe};
 use super::report::{pm, read_eval, write_results};
 use super::runner::{Invocation, Runner, StageKind, git_revision};
+use super::stages::{Shared, TestSet, TrainingSet};
 use crate::args::to_args;
-use crate::commands::{eval, finetune, sample, select};
 
 pub const STAGES: [StageKind; 4] = [
     StageKind { name: "finetune", outputs: &["finetune"] },
@@ -38,97 +38,36 @@ pub fn run(recipe: SubsetRecipe, at: &Invocation) -> Result<()> {
     let manifest = ims3_datasets::Manifest::build(&data, &spec, &["train", "val"])?;
 
     let mut runner = Runner::new(at, &STAGES, 1)?;
+    let shared = Shared { dataset: &recipe.dataset, ipc: recipe.ipc, seed: recipe.seed, sample: &recipe.sample, select: &recipe.select };
     let finetuned = if recipe.finetune {
         let cfg_path = run_dir.join("train.toml");
         ims3_util::atomic_write(&cfg_path, Recipe::train_toml(&recipe.train, recipe.seed)?.as_bytes())?;
         let out = run_dir.join("finetune");
-        let args = finetune::Args {
-            dit: dit.clone(),
-            vae: Some(vae.clone()),
-            data: Some(data.clone()),
-            idx: None,
-            dataset: recipe.dataset.clone(),
-            split: "train".into(),
-            out: out.clone(),
-            train_config: Some(cfg_path),
-            seed: None,
-            batch: None,
-            epochs: None,
-            steps: None,
-            lr: None,
-            no_im: false,
-            no_minimax: false,
-            folder_index_labels: false,
-            heads: recipe.assets.heads,
-            image_size: recipe.image_size,
-            stop_after: None,
-        };
+        let mut args = shared.finetune(&dit, TrainingSet::Latents { data: &data, vae: &vae }, &cfg_path, &out);
+        args.heads = recipe.assets.heads;
+        args.image_size = recipe.image_size;
         runner.child("finetune", to_args("finetune", &args))?;
         Some(ims3_im::list_checkpoints(&out.join("checkpoints"))?.pop().map(|(_, p)| p).context("fine-tuning left no checkpoint")?)
     } else {
         None
     };
     let candidates = run_dir.join("candidates");
-    let args = sample::Args {
-        dit: dit.clone(),
-        finetuned,
-        raw: false,
-        vae: Some(vae.clone()),
-        dataset: recipe.dataset.clone(),
-        per_class: recipe.select.groups * recipe.ipc,
-        cfg_scale: recipe.sample.cfg_scale,
-        steps: recipe.sample.steps.clone(),
-        batch: recipe.sample.batch,
-        sampler: Default::default(),
-        folder_index_labels: false,
-        heads: recipe.assets.heads,
-        seed: recipe.seed,
-        out: candidates.clone(),
-    };
+    let mut args = shared.sample(&dit, finetuned.as_deref(), &candidates);
+    args.vae = Some(vae.clone());
+    args.heads = recipe.assets.heads;
     runner.child("sample", to_args("sample", &args))?;
     let selected = run_dir.join("selected");
-    let args = select::Args {
-        candidates,
-        out: selected.clone(),
-        encoder: Some(encoder.clone()),
-        real: Some(data.join("train")),
-        real_idx: None,
-        dataset: recipe.dataset.clone(),
-        centroids: None,
-        classes: spec.classes.iter().map(|c| c.wnid.clone()).collect(),
-        groups: recipe.select.groups,
-        ipc: recipe.ipc,
-        alpha: recipe.select.alpha,
-        beta: recipe.select.beta,
-        eps: 0.0,
-        max_sweeps: 5,
-        form: Default::default(),
-        real_max: recipe.select.real_max,
-        seed: recipe.seed,
-        skip_unreadable: false,
-    };
+    let mut args = shared.select(&candidates, &encoder, spec.classes.iter().map(|c| c.wnid.clone()).collect(), &selected);
+    args.real = Some(data.join("train"));
     runner.child("select", to_args("select", &args))?;
     let mut rows = Vec::new();
     for net in &recipe.eval.nets {
         let out = results.join(net.id());
-        let args = eval::Args {
-            distilled: selected.join("final_distilled/train"),
-            test: Some(data.join("val")),
-            test_idx: None,
-            batch: None,
-            width: None,
-            val: None,
-            dataset: recipe.dataset.clone(),
-            net: net.clone(),
-            size: recipe.eval.size,
-            ipc: recipe.ipc,
-            epochs: recipe.eval.epochs,
-            eval_every: None,
-            lr: recipe.eval.lr,
-            seeds: recipe.eval.seeds.clone(),
-            norm: Default::default(),
-            out: out.clone(),
-        };
+        let mut args = shared.eval(&selected.join("final_distilled/train"), net, TestSet::Folder(&data.join("val")), &out);
+        args.size = recipe.eval.size;
+        args.epochs = recipe.eval.epochs;
+        args.lr = recipe.eval.lr;
+        args.seeds = recipe.eval.seeds.clone();
         runner.child(&format!("eval-{}", net.id()), to_args("eval", &args))?;
         rows.push((net.id(), read_eval(&out)?));
     }
