@@ -18,4 +18,4 @@ pub mod pipeline;
 
 pub use cutmix::{CutMix, cutmix_box};
 pub use ops::{Op, rand_augment};
-pub use pipeline::{AugmentConfig, EVAL_RESIZE_RATIO, eval_crop, eval_transform, to_tensor, train_transform};
+pub use pipeline::{AugmentConfig, EVAL_RESIZE_RATIO, TestTransform, eval_transform, to_tensor, train_transform};

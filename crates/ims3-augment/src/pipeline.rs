@@ -12,8 +12,37 @@ use crate::ops::{brightness, contrast, rand_augment, resized_crop, saturation};
 /// ImageNet PCA of IDC's `Lighting` (eigenvalues, and eigenvectors as rows).
 pub const PCA_EIGVAL: [f32; 3] = [0.2175, 0.0188, 0.0045];
 pub const PCA_EIGVEC: [[f32; 3]; 3] = [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]];
-/// The test transform resizes to `size * 8 / 7` (256 for 224) before the centre crop.
+/// torchvision's usual ImageNet test resize, `size * 8 / 7` (256 for 224), of
+/// [`TestTransform::Resize8of7CenterCrop`].
 pub const EVAL_RESIZE_RATIO: f64 = 8.0 / 7.0;
+
+/// The geometric part of the test transform.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TestTransform {
+    /// `Resize(size) -> CenterCrop(size)`: what the reference evaluates with (IDC `data.py`,
+    /// `size = 224 > 0`).
+    #[default]
+    ResizeCenterCrop,
+    /// `Resize(size * 8 / 7) -> CenterCrop(size)`: torchvision's ImageNet recipe, a tighter crop
+    /// (IDC's `size < 0` branch; not what the reference reports with).
+    Resize8of7CenterCrop,
+    /// Images already `size` x `size` are used as they are (small grey datasets); others get
+    /// `Resize(size) -> CenterCrop(size)`.
+    AsIs,
+}
+
+impl TestTransform {
+    /// The geometric part of the test transform of `img` at `size` px. Deterministic, so a test
+    /// set can be cropped once and reused at every evaluation.
+    pub fn apply(self, img: &Rgb8, size: usize) -> Rgb8 {
+        match self {
+            TestTransform::AsIs if (img.width, img.height) == (size, size) => img.clone(),
+            TestTransform::ResizeCenterCrop | TestTransform::AsIs => center_crop(&resize_short(img, size), size),
+            TestTransform::Resize8of7CenterCrop => center_crop(&resize_short(img, (size as f64 * EVAL_RESIZE_RATIO) as usize), size),
+        }
+    }
+}
 
 /// Every step of the training transform, the reference values as defaults.
 #[derive(Clone, Debug, PartialEq)]
@@ -159,16 +188,9 @@ pub fn train_transform(img: &Rgb8, cfg: &AugmentConfig, rng: &mut ChaCha8Rng) ->
     x
 }
 
-/// The test transform: `Resize(size * 8 / 7)`, `CenterCrop(size)`, `ToTensor`, `Normalize`.
-pub fn eval_transform(img: &Rgb8, size: usize, normalize: bool) -> Vec<f32> {
-    to_tensor(&eval_crop(img, size), normalize)
-}
-
-/// The geometric part of the test transform: `Resize(size * 8 / 7)` then `CenterCrop(size)`.
-/// Deterministic, so a test set can be cropped once and reused at every evaluation.
-pub fn eval_crop(img: &Rgb8, size: usize) -> Rgb8 {
-    let r = (size as f64 * EVAL_RESIZE_RATIO) as usize;
-    center_crop(&resize_short(img, r), size)
+/// The test transform: `transform` (geometry), `ToTensor`, `Normalize`.
+pub fn eval_transform(img: &Rgb8, size: usize, transform: TestTransform, normalize: bool) -> Vec<f32> {
+    to_tensor(&transform.apply(img, size), normalize)
 }
 
 #[cfg(test)]
@@ -198,7 +220,7 @@ mod tests {
         let plain = AugmentConfig { rand_augment: None, color_jitter: None, lighting: 0.0, normalize: false, ..cfg };
         let p = train_transform(&img, &plain, &mut ChaCha8Rng::seed_from_u64(1));
         assert!(p.iter().all(|v| (0.0..=1.0).contains(v)));
-        let e = eval_transform(&img, 56, true);
+        let e = eval_transform(&img, 56, TestTransform::ResizeCenterCrop, true);
         assert_eq!(e.len(), 3 * 56 * 56);
     }
 
@@ -221,5 +243,12 @@ mod tests {
         let c = center_crop(&r, 100);
         assert_eq!((c.width, c.height), (100, 100));
         assert_eq!(&c.data[0..3], &r.data[25 * 3..25 * 3 + 3]);
+        // The reference test crop keeps the whole short side; the 8/7 one a centre 7/8 of it.
+        let t = TestTransform::ResizeCenterCrop.apply(&img, 100);
+        assert_eq!(t, c);
+        let tight = TestTransform::Resize8of7CenterCrop.apply(&img, 100);
+        assert_eq!(tight, center_crop(&resize_short(&img, 114), 100));
+        let small = noise_image(100, 100, 5);
+        assert_eq!(TestTransform::AsIs.apply(&small, 100), small);
     }
 }

@@ -187,7 +187,7 @@ fn reproduce_runs_every_stage_and_resumes() {
     std::fs::write(
         &recipe,
         format!(
-            "name = \"tiny\"\ndataset = \"{}\"\nipc = 2\ngpu = false\nfinetune = true\nimage_size = {}\n\
+            "name = \"tiny\"\ndataset = \"{}\"\nipc = 2\ngpu = false\nfinetune = true\nimage_size = {}\nrandom_baseline = \"tiny-random\"\n\
              [train]\nmax_steps = 2\nbatch_size = 4\n\
              [sample]\nsteps = \"3\"\nbatch = 2\n\
              [select]\ngroups = 2\nreal_max = 4\n\
@@ -199,7 +199,7 @@ fn reproduce_runs_every_stage_and_resumes() {
     )
     .unwrap();
     let run_dir = s._dir.path().join("runs");
-    let results = s._dir.path().join("results");
+    let results = s._dir.path().join("results").join("tiny");
     let reproduce = |extra: &[&str]| {
         ims3()
             .arg("reproduce")
@@ -209,12 +209,40 @@ fn reproduce_runs_every_stage_and_resumes() {
             .output()
             .unwrap()
     };
+    // The random-real baseline of the same protocol first: its results give the IOR column.
+    let random = s._dir.path().join("tiny-random.toml");
+    std::fs::write(
+        &random,
+        format!(
+            "name = \"tiny-random\"\ndataset = \"{}\"\nipc = 2\ngpu = false\nmethod = \"random-real\"\n\
+             [eval]\nnets = [\"convnet3\"]\nseeds = [0]\nsize = 32\nepochs = 2\nlr = 0.01\n[assets]\ndata = \"{}\"\n",
+            s.spec.display(),
+            s.root.display()
+        ),
+    )
+    .unwrap();
+    let r = ims3()
+        .arg("reproduce")
+        .arg(&random)
+        .args(["--run-dir".as_ref(), s._dir.path().join("runs-random").as_os_str(), "--results".as_ref(), s._dir.path().join("results/tiny-random").as_os_str()])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    for wnid in std::fs::read_dir(s._dir.path().join("runs-random/random")).unwrap().flatten() {
+        assert_eq!(std::fs::read_dir(wnid.path()).unwrap().count(), 2, "{:?}", wnid.path());
+    }
     let r = reproduce(&[]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let md = std::fs::read_to_string(results.join("results.md")).unwrap();
     assert!(md.contains("| ConvNet-3 |") && md.contains("| 12.5 |"), "{md}");
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(results.join("results.json")).unwrap()).unwrap();
     assert_eq!(summary["results"][0]["paper"], 12.5);
+    // IOR: paired with the baseline's seed 0 (one seed: std 0).
+    let ior = summary["results"][0]["ior"].as_array().unwrap_or_else(|| panic!("no IOR in {summary}"));
+    let own = summary["results"][0]["final_top1"][0].as_f64().unwrap();
+    let base: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s._dir.path().join("results/tiny-random/convnet3/eval.json")).unwrap()).unwrap();
+    assert!((ior[0].as_f64().unwrap() - (own - base["seeds"][0]["final_top1"].as_f64().unwrap())).abs() < 1e-9, "{summary}");
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("manifest.json")).unwrap()).unwrap();
     let stages: Vec<&str> = manifest["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
     assert_eq!(stages, vec!["finetune", "sample", "select", "eval-convnet3"]);

@@ -108,6 +108,32 @@ impl DatasetSpec {
     }
 }
 
+/// `count` of `items` drawn without replacement, in the drawn order: a shuffle from
+/// `ChaCha8(seed, stream)` and its first `count`. A class's random real images use its index
+/// as the stream, so a class's choice does not depend on the other classes.
+pub fn seeded_choice<T: Clone>(items: &[T], count: usize, seed: u64, stream: u64) -> Vec<T> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    let mut v = items.to_vec();
+    v.shuffle(&mut rng);
+    v.truncate(count);
+    v
+}
+
+impl DatasetSpec {
+    /// SHA-256 of the class order (`wnid:imagenet` per class, one per line): two runs with the
+    /// same value label their images alike.
+    pub fn class_order_sha256(&self) -> String {
+        let mut h = Sha256::new();
+        for c in &self.classes {
+            h.update(format!("{}:{}\n", c.wnid, c.imagenet).as_bytes());
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 /// How the folder was made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

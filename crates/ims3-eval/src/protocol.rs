@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! SGD(lr 0.1, momentum 0.9, dampening 0, wd 5e-4), batch 64
-//! MultiStepLR: lr x 0.2 at epochs floor(2E/3) and floor(5E/6)
+//! MultiStepLR: lr x 0.2 at epochs 2 * E // 3 and 5 * E // 6 (integers, as the reference)
 //! E by IPC: 1 -> 3000, <= 10 -> 2000, <= 50 -> 1500, <= 200 -> 1000
 //! every batch: CutMix(Beta(1, 1)), loss = ratio CE(y) + (1 - ratio) CE(y[perm])
 //! test every E/100 epochs and after the last
@@ -17,7 +17,7 @@
 use burn::module::Module;
 use burn::optim::{GradientsParams, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig};
 use burn::prelude::*;
-use ims3_augment::{AugmentConfig, CutMix, eval_crop, to_tensor, train_transform};
+use ims3_augment::{AugmentConfig, CutMix, TestTransform, to_tensor, train_transform};
 use ims3_images::pil::Rgb8;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -138,8 +138,8 @@ pub struct EvalConfig {
     pub lr: f64,
     pub momentum: f64,
     pub weight_decay: f64,
-    /// Fractions of the epochs at which the lr is multiplied by `gamma`.
-    pub milestones: Vec<f64>,
+    /// Epochs at which the lr is multiplied by `gamma` ([`reference_milestones`]).
+    pub milestones: Vec<usize>,
     pub gamma: f64,
     /// CutMix Beta parameter; `None` switches CutMix off.
     pub cutmix_beta: Option<f64>,
@@ -152,9 +152,14 @@ pub struct EvalConfig {
     pub threads: usize,
     /// Width of the ConvNet (IDC: 128).
     pub convnet_width: usize,
-    /// Test transform: resize to size / 0.875 and centre-crop (the reference's, for ImageNet
-    /// images); off, test images of the training size are used as they are.
-    pub test_resize: bool,
+    /// The geometric part of the test transform.
+    pub test_transform: TestTransform,
+}
+
+/// The reference's MultiStepLR milestones: `[2 * E // 3, 5 * E // 6]` in integers
+/// (E = 3000 -> 2000, 2500).
+pub fn reference_milestones(epochs: usize) -> Vec<usize> {
+    vec![2 * epochs / 3, 5 * epochs / 6]
 }
 
 impl EvalConfig {
@@ -173,7 +178,7 @@ impl EvalConfig {
             lr: 0.1,
             momentum: 0.9,
             weight_decay: 5e-4,
-            milestones: vec![2.0 / 3.0, 5.0 / 6.0],
+            milestones: reference_milestones(epochs),
             gamma: 0.2,
             cutmix_beta: Some(1.0),
             augment,
@@ -182,8 +187,17 @@ impl EvalConfig {
             eval_every: (epochs / 100).max(1),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             convnet_width: 128,
-            test_resize: true,
+            test_transform: TestTransform::ResizeCenterCrop,
         }
+    }
+
+    /// The same protocol for `epochs` epochs: the milestones and the test cadence follow
+    /// (`eval_every = epochs / 100`, at least 1).
+    pub fn with_epochs(mut self, epochs: usize) -> Self {
+        self.epochs = epochs;
+        self.milestones = reference_milestones(epochs);
+        self.eval_every = (epochs / 100).max(1);
+        self
     }
 
     /// The protocol on small grey images (Fashion-MNIST): one channel normalised with the
@@ -198,13 +212,13 @@ impl EvalConfig {
         cfg.augment.rand_augment = None;
         cfg.augment.color_jitter = None;
         cfg.augment.lighting = 0.0;
-        cfg.test_resize = false;
+        cfg.test_transform = TestTransform::AsIs;
         cfg
     }
 
     /// The learning rate during `epoch` (MultiStepLR).
     pub fn lr_at(&self, epoch: usize) -> f64 {
-        let passed = self.milestones.iter().filter(|&&m| epoch >= (m * self.epochs as f64) as usize).count();
+        let passed = self.milestones.iter().filter(|&&m| epoch >= m).count();
         self.lr * self.gamma.powi(passed as i32)
     }
 }
@@ -363,11 +377,10 @@ fn reinit_seeded(net: EvalNet, kind: &NetKind, seed: u64) -> EvalNet {
     net.map(&mut Reinit { rng: ChaCha8Rng::seed_from_u64(seed ^ 0x1417), resnet, path: vec![], fan_in: Default::default() })
 }
 
-/// Test images cropped once (`eval_crop`): every evaluation then only converts them.
+/// Test images cropped once (the test transform's geometry): every evaluation then only
+/// converts them.
 fn eval_cropped(set: &ImageSet, cfg: &EvalConfig) -> ImageSet {
-    let size = cfg.size;
-    let crop = |i: &Rgb8| if !cfg.test_resize && (i.width, i.height) == (size, size) { i.clone() } else { eval_crop(i, size) };
-    ImageSet { images: set.images.iter().map(crop).collect(), labels: set.labels.clone(), classes: set.classes.clone() }
+    ImageSet { images: set.images.iter().map(|i| cfg.test_transform.apply(i, cfg.size)).collect(), labels: set.labels.clone(), classes: set.classes.clone() }
 }
 
 /// Transforms `idx` of `set` on `threads` threads: the training transform, image `k` of the
@@ -581,7 +594,7 @@ impl EvalReport {
                 "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "milestones": cfg.milestones,
                 "gamma": cfg.gamma, "cutmix_beta": cfg.cutmix_beta, "eval_every": cfg.eval_every,
                 "norm": format!("{:?}", cfg.norm), "augment": format!("{:?}", cfg.augment),
-                "convnet_width": cfg.convnet_width, "test_resize": cfg.test_resize, "mean": cfg.mean, "std": cfg.std,
+                "convnet_width": cfg.convnet_width, "test_transform": cfg.test_transform, "mean": cfg.mean, "std": cfg.std,
             }),
             final_top1: pick(&|s| s.final_top1),
             best_top1: pick(&|s| s.best_top1),
@@ -655,9 +668,17 @@ mod tests {
         assert_eq!((epochs_for_ipc(1), epochs_for_ipc(10), epochs_for_ipc(50), epochs_for_ipc(100)), (3000, 2000, 1500, 1000));
         let cfg = EvalConfig::reference(NetKind::ResnetAp10, 224, 10);
         assert_eq!(cfg.eval_every, 20);
+        assert_eq!(cfg.milestones, vec![1333, 1666]);
         assert_eq!(cfg.lr_at(0), 0.1);
+        assert_eq!(cfg.lr_at(1332), 0.1);
         assert!((cfg.lr_at(1333) - 0.02).abs() < 1e-12);
         assert!((cfg.lr_at(1666) - 0.004).abs() < 1e-12);
+        // IPC 1: 3000 epochs. In floats 2/3 * 3000 is 1999.99..., which truncates to 1999;
+        // the reference's integers give 2000.
+        let one = EvalConfig::reference(NetKind::ResnetAp10, 224, 1);
+        assert_eq!(one.milestones, vec![2000, 2500]);
+        assert_eq!(one.lr_at(1999), 0.1);
+        assert_eq!(EvalConfig::reference(NetKind::ResnetAp10, 224, 10).with_epochs(100).milestones, vec![66, 83]);
         assert_eq!("convnet4".parse::<NetKind>().unwrap(), NetKind::ConvNet { depth: 4 });
         assert_eq!("ConvNet-4".parse::<NetKind>().unwrap().id(), "convnet4");
         for bad in ["vgg", "convnet", "convnetx", "convnet7", "convnet0"] {
@@ -671,8 +692,7 @@ mod tests {
         let device = Device::flex();
         let train = synthetic(24, 1);
         let test = synthetic(20, 2);
-        let mut cfg = EvalConfig::reference(NetKind::ConvNet { depth: 3 }, 32, 10);
-        cfg.epochs = 8;
+        let mut cfg = EvalConfig::reference(NetKind::ConvNet { depth: 3 }, 32, 10).with_epochs(8);
         cfg.eval_every = 4;
         cfg.batch_size = 16;
         cfg.lr = 0.01;

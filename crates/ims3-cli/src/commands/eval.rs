@@ -85,8 +85,7 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
     }
     if let Some(e) = a.epochs {
         ensure!(e > 0, "--epochs must be at least 1");
-        cfg.epochs = e;
-        cfg.eval_every = (e / 100).max(1);
+        cfg = cfg.with_epochs(e);
     }
     if let Some(n) = a.eval_every {
         ensure!(n > 0, "--eval-every must be at least 1");

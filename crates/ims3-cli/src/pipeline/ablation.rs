@@ -24,8 +24,6 @@ use anyhow::{Context, Result, bail, ensure};
 use ims3_backend::DeviceSpec;
 use ims3_features::FeatureEncoder;
 use ims3_images::Rgb;
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
 use serde::Serialize;
 
 use super::recipe::{AblationRecipe, Recipe};
@@ -175,12 +173,9 @@ fn write_arms(recipe: &AblationRecipe, spec: &ims3_datasets::DatasetSpec, idx: &
             let dir = tmp.join(&class.wnid);
             let images: Vec<Rgb> = match arm {
                 "random-real" => {
-                    let mut ids = train.of_class(class.imagenet as u8);
+                    let ids = train.of_class(class.imagenet as u8);
                     ensure!(ids.len() >= ipc, "{}: class {} has {} training images, fewer than {ipc}", idx.display(), class.wnid, ids.len());
-                    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(recipe.seed);
-                    rng.set_stream(k as u64);
-                    ids.shuffle(&mut rng);
-                    ids[..ipc].iter().map(|&i| train.rgb(i)).collect()
+                    ims3_datasets::seeded_choice(&ids, ipc, recipe.seed, k as u64).iter().map(|&i| train.rgb(i)).collect()
                 }
                 "dit" | "im" => {
                     let c = ims3_s3::pipeline::read_candidates(&run_dir.join(format!("candidates-{arm}")), &class.wnid)?;
@@ -247,11 +242,7 @@ fn report(recipe: &AblationRecipe, spec: &ims3_datasets::DatasetSpec, idx: &Path
     // Real features: a seeded choice of `real_per_class` training images per class.
     let mut real: Vec<Vec<Vec<f64>>> = Vec::new();
     for (k, class) in spec.classes.iter().enumerate() {
-        let mut ids = train.of_class(class.imagenet as u8);
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(recipe.seed ^ 0x5eed);
-        rng.set_stream(k as u64);
-        ids.shuffle(&mut rng);
-        ids.truncate(recipe.report.real_per_class);
+        let ids = ims3_datasets::seeded_choice(&train.of_class(class.imagenet as u8), recipe.report.real_per_class, recipe.seed ^ 0x5eed, k as u64);
         ensure!(ids.len() > recipe.report.k, "class {}: {} real images, need more than k = {}", class.wnid, ids.len(), recipe.report.k);
         let imgs: Vec<Rgb> = ids.iter().map(|&i| train.rgb(i)).collect();
         real.push(encoder.encode(&imgs));

@@ -1,23 +1,29 @@
 //! The paper's pipeline on an ImageNet subset (a [`SubsetRecipe`]): each stage a child
-//! process, recorded by `<run>/<stage>.done`:
+//! process or a step of this one, recorded by `<run>/<stage>.done`:
 //!
 //! ```text
-//! finetune (skipped by the recipes without IM) -> sample -> select -> eval-<net>...
-//! -> results/<recipe>/results.json and results.md beside the paper's numbers
+//! diffusion:    finetune (skipped by the recipes without IM) -> sample -> select -> eval-<net>...
+//! random-real:  random (IPC real training images per class, seeded) -> eval-<net>...
+//! -> results/<recipe>/results.json and results.md beside the paper's numbers, with the
+//!    improvement over the random-real baseline where its results exist
 //! ```
 
-use anyhow::{Context, Result, bail, ensure};
+use std::path::Path;
 
-use super::recipe::{Recipe, SubsetRecipe};
+use anyhow::{Context, Result, bail, ensure};
+use ims3_eval::EvalReport;
+
+use super::recipe::{DitLabels, Method, Recipe, SubsetRecipe};
 use super::report::{pm, read_eval, write_results};
 use super::runner::{Invocation, Runner, StageKind, git_revision};
 use super::stages::{Shared, TestSet, TrainingSet};
 use crate::args::to_args;
 
-pub const STAGES: [StageKind; 4] = [
+pub const STAGES: [StageKind; 5] = [
     StageKind { name: "finetune", outputs: &["finetune"] },
     StageKind { name: "sample", outputs: &["candidates"] },
     StageKind { name: "select", outputs: &["selected"] },
+    StageKind { name: "random", outputs: &["random"] },
     StageKind { name: "eval", outputs: &[] },
 ];
 
@@ -33,37 +39,50 @@ pub fn run(recipe: SubsetRecipe, at: &Invocation) -> Result<()> {
     let vae = recipe.assets.vae.clone().unwrap_or_else(|| cache.join("sd-vae-ft-ema"));
     let encoder = recipe.assets.encoder.clone().unwrap_or_else(|| cache.join("resnet18-f37072fd.pth"));
     let data = recipe.assets.data.clone().unwrap_or_else(|| cache.join(&archive));
-    let missing: Vec<String> = [&dit, &vae, &encoder, &data].iter().filter(|p| !p.exists()).map(|p| p.display().to_string()).collect();
+    let needed = if recipe.method == Method::RandomReal { vec![&data] } else { vec![&dit, &vae, &encoder, &data] };
+    let missing: Vec<String> = needed.iter().filter(|p| !p.exists()).map(|p| p.display().to_string()).collect();
     ensure!(missing.is_empty(), "missing inputs: {} (fetch them with `ims3 fetch all`, or set [assets] in the recipe)", missing.join(", "));
     let manifest = ims3_datasets::Manifest::build(&data, &spec, &["train", "val"])?;
 
     let mut runner = Runner::new(at, &STAGES, 1)?;
     let shared = Shared { dataset: &recipe.dataset, ipc: recipe.ipc, seed: recipe.seed, sample: &recipe.sample, select: &recipe.select };
-    let finetuned = if recipe.finetune {
-        let cfg_path = run_dir.join("train.toml");
-        ims3_util::atomic_write(&cfg_path, Recipe::train_toml(&recipe.train, recipe.seed)?.as_bytes())?;
-        let out = run_dir.join("finetune");
-        let mut args = shared.finetune(&dit, TrainingSet::Latents { data: &data, vae: &vae }, &cfg_path, &out);
-        args.heads = recipe.assets.heads;
-        args.image_size = recipe.image_size;
-        runner.child("finetune", to_args("finetune", &args))?;
-        Some(ims3_im::list_checkpoints(&out.join("checkpoints"))?.pop().map(|(_, p)| p).context("fine-tuning left no checkpoint")?)
-    } else {
-        None
+    let distilled = match recipe.method {
+        Method::RandomReal => {
+            let dir = run_dir.join("random");
+            runner.local("random", || write_random_real(&spec, &data, recipe.ipc, recipe.seed, &dir))?;
+            dir
+        }
+        Method::Diffusion => {
+            let finetuned = if recipe.finetune {
+                let cfg_path = run_dir.join("train.toml");
+                ims3_util::atomic_write(&cfg_path, Recipe::train_toml(&recipe.train, recipe.seed)?.as_bytes())?;
+                let out = run_dir.join("finetune");
+                let mut args = shared.finetune(&dit, TrainingSet::Latents { data: &data, vae: &vae }, &cfg_path, &out);
+                args.heads = recipe.assets.heads;
+                args.image_size = recipe.image_size;
+                args.folder_index_labels = recipe.finetune_labels == DitLabels::FolderIndex;
+                runner.child("finetune", to_args("finetune", &args))?;
+                Some(ims3_im::list_checkpoints(&out.join("checkpoints"))?.pop().map(|(_, p)| p).context("fine-tuning left no checkpoint")?)
+            } else {
+                None
+            };
+            let candidates = run_dir.join("candidates");
+            let mut args = shared.sample(&dit, finetuned.as_deref(), &candidates);
+            args.vae = Some(vae.clone());
+            args.heads = recipe.assets.heads;
+            args.folder_index_labels = recipe.sample_labels == DitLabels::FolderIndex;
+            runner.child("sample", to_args("sample", &args))?;
+            let selected = run_dir.join("selected");
+            let mut args = shared.select(&candidates, &encoder, spec.classes.iter().map(|c| c.wnid.clone()).collect(), &selected);
+            args.real = Some(data.join("train"));
+            runner.child("select", to_args("select", &args))?;
+            selected.join("final_distilled/train")
+        }
     };
-    let candidates = run_dir.join("candidates");
-    let mut args = shared.sample(&dit, finetuned.as_deref(), &candidates);
-    args.vae = Some(vae.clone());
-    args.heads = recipe.assets.heads;
-    runner.child("sample", to_args("sample", &args))?;
-    let selected = run_dir.join("selected");
-    let mut args = shared.select(&candidates, &encoder, spec.classes.iter().map(|c| c.wnid.clone()).collect(), &selected);
-    args.real = Some(data.join("train"));
-    runner.child("select", to_args("select", &args))?;
     let mut rows = Vec::new();
     for net in &recipe.eval.nets {
         let out = results.join(net.id());
-        let mut args = shared.eval(&selected.join("final_distilled/train"), net, TestSet::Folder(&data.join("val")), &out);
+        let mut args = shared.eval(&distilled, net, TestSet::Folder(&data.join("val")), &out);
         args.size = recipe.eval.size;
         args.epochs = recipe.eval.epochs;
         args.lr = recipe.eval.lr;
@@ -72,29 +91,51 @@ pub fn run(recipe: SubsetRecipe, at: &Invocation) -> Result<()> {
         rows.push((net.id(), read_eval(&out)?));
     }
 
-    // Results beside the paper.
+    // Results beside the paper, and against the random-real baseline.
+    let baseline = recipe.random_baseline.as_ref().map(|b| results.parent().unwrap_or(Path::new(".")).join(b));
+    let what = match recipe.method {
+        Method::RandomReal => format!("random real training images (seed {})", recipe.seed),
+        Method::Diffusion => format!(
+            "{}{}{}",
+            if recipe.finetune { "IM fine-tuned DiT" } else { "pretrained DiT" },
+            if recipe.finetune && recipe.finetune_labels == DitLabels::FolderIndex { " (fine-tuned on folder-index labels, as run.sh)" } else { "" },
+            if recipe.select.groups > 1 { format!(" + S3 over {} subgroups", recipe.select.groups) } else { ", no selection".into() }
+        ),
+    };
     let mut md = format!(
-        "# {}\n\n{} ({}), IPC {}, {}{}; {} seeds. Test split: {} real images.\n\n| network | final epoch | best epoch (selected on test) | paper |\n|---|---|---|---|\n",
+        "# {}\n\n{} ({}), IPC {}, {what}; {} seeds. Test split: {} real images.\n\n\
+         | network | final epoch | best epoch (selected on test) | IOR: final - random real (paired over seeds) | paper |\n|---|---|---|---|---|\n",
         recipe.name,
         spec.name,
         manifest.layout,
         recipe.ipc,
-        if recipe.finetune { "IM fine-tuned DiT" } else { "pretrained DiT" },
-        if recipe.select.groups > 1 { format!(" + S3 over {} subgroups", recipe.select.groups) } else { ", no selection".into() },
         recipe.eval.seeds.len(),
         manifest.splits[1].files
     );
+    let mut json_rows = Vec::new();
     for (net, rep) in &rows {
         let paper = recipe.paper.get(net).map_or("-".to_string(), |v| format!("{v:.1}"));
-        md.push_str(&format!("| {} | {} | {} | {paper} |\n", rep.net, pm(rep.final_top1), pm(rep.best_top1)));
+        let ior = match &baseline {
+            Some(dir) => paired_difference(rep, &dir.join(net)),
+            None => Err("no random_baseline in the recipe".to_string()),
+        };
+        let ior_text = match &ior {
+            Ok(d) => pm(*d),
+            Err(why) => format!("- ({why})"),
+        };
+        md.push_str(&format!("| {} | {} | {} | {ior_text} | {paper} |\n", rep.net, pm(rep.final_top1), pm(rep.best_top1)));
+        json_rows.push(serde_json::json!({"net": net, "final_top1": rep.final_top1, "best_top1": rep.best_top1, "ior": ior.ok(), "paper": recipe.paper.get(net)}));
     }
+    md.push_str("\nIOR (DD-Ranking's improvement over random): this set's final-epoch top-1 minus the random-real baseline's, seed by seed (same protocol, same seeds), mean +- sample std of the differences.\n");
     md.push_str(&format!("\nProduced by: `ims3 --device {} reproduce {}` (run directory {}).\n", at.device, at.recipe, run_dir.display()));
     let summary = serde_json::json!({
         "recipe": recipe.name,
         "dataset": spec.name,
         "layout": manifest.layout,
         "ipc": recipe.ipc,
-        "results": rows.iter().map(|(n, r)| serde_json::json!({"net": n, "final_top1": r.final_top1, "best_top1": r.best_top1, "paper": recipe.paper.get(n)})).collect::<Vec<_>>(),
+        "method": recipe.method,
+        "random_baseline": recipe.random_baseline,
+        "results": json_rows,
     });
     write_results(results, &summary, &md)?;
     let fields = serde_json::json!({
@@ -104,4 +145,43 @@ pub fn run(recipe: SubsetRecipe, at: &Invocation) -> Result<()> {
     runner.write_manifest(revision.as_deref(), fields, &[run_dir])?;
     print!("{md}");
     Ok(())
+}
+
+/// `ipc` real training images per class, drawn from the sorted file list with
+/// `seeded_choice(seed, stream = class index)`, copied as they are to `out/<wnid>/NNNN.<ext>`.
+fn write_random_real(spec: &ims3_datasets::DatasetSpec, data: &Path, ipc: usize, seed: u64, out: &Path) -> Result<()> {
+    let scanned = ims3_datasets::scan(data, "train", spec)?;
+    let tmp = out.with_extension("tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    for (k, class) in scanned.classes.iter().enumerate() {
+        ensure!(class.files.len() >= ipc, "{}: class {} has {} training images, fewer than {ipc}", data.display(), class.wnid, class.files.len());
+        let dir = tmp.join(&class.wnid);
+        std::fs::create_dir_all(&dir)?;
+        for (i, f) in ims3_datasets::seeded_choice(&class.files, ipc, seed, k as u64).iter().enumerate() {
+            let ext = f.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_else(|| "jpg".into());
+            std::fs::copy(f, dir.join(format!("{i:04}.{ext}"))).with_context(|| format!("{}: cannot copy", f.display()))?;
+        }
+    }
+    if out.exists() {
+        std::fs::remove_dir_all(out)?;
+    }
+    std::fs::rename(&tmp, out)?;
+    Ok(())
+}
+
+/// This report's final-epoch top-1 minus the baseline's (`<dir>/eval.json`), paired by seed:
+/// (mean, sample std) of the differences; the reason when they cannot be paired.
+fn paired_difference(rep: &EvalReport, dir: &Path) -> Result<(f64, f64), String> {
+    let base = read_eval(dir).map_err(|_| format!("no {}", dir.join("eval.json").display()))?;
+    let mut diffs = Vec::new();
+    for s in &rep.seeds {
+        let b = base.seeds.iter().find(|b| b.seed == s.seed).ok_or_else(|| format!("the baseline has no seed {}", s.seed))?;
+        diffs.push(s.final_top1 - b.final_top1);
+    }
+    if diffs.is_empty() {
+        return Err("no seeds".into());
+    }
+    Ok(ims3_eval::mean_std(&diffs))
 }
