@@ -7,6 +7,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
+use crate::jitter::{ColorJitterKind, draw_idc_jitter, idc_color_jitter};
 use crate::ops::{brightness, contrast, rand_augment, resized_crop, saturation};
 
 /// ImageNet PCA of IDC's `Lighting` (eigenvalues, and eigenvectors as rows).
@@ -20,16 +21,40 @@ pub const EVAL_RESIZE_RATIO: f64 = 8.0 / 7.0;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TestTransform {
+    // Serialised names are the command line's: resize-center-crop, resize8of7-center-crop, as-is.
     /// `Resize(size) -> CenterCrop(size)`: what the reference evaluates with (IDC `data.py`,
     /// `size = 224 > 0`).
     #[default]
     ResizeCenterCrop,
     /// `Resize(size * 8 / 7) -> CenterCrop(size)`: torchvision's ImageNet recipe, a tighter crop
     /// (IDC's `size < 0` branch; not what the reference reports with).
+    #[serde(rename = "resize8of7-center-crop")]
     Resize8of7CenterCrop,
     /// Images already `size` x `size` are used as they are (small grey datasets); others get
     /// `Resize(size) -> CenterCrop(size)`.
     AsIs,
+}
+
+impl std::str::FromStr for TestTransform {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "resize-center-crop" => Ok(Self::ResizeCenterCrop),
+            "resize8of7-center-crop" => Ok(Self::Resize8of7CenterCrop),
+            "as-is" => Ok(Self::AsIs),
+            other => Err(format!("unknown test transform '{other}': expected resize-center-crop, resize8of7-center-crop or as-is")),
+        }
+    }
+}
+
+impl std::fmt::Display for TestTransform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ResizeCenterCrop => "resize-center-crop",
+            Self::Resize8of7CenterCrop => "resize8of7-center-crop",
+            Self::AsIs => "as-is",
+        })
+    }
 }
 
 impl TestTransform {
@@ -55,6 +80,8 @@ pub struct AugmentConfig {
     pub rand_augment: Option<(usize, usize)>,
     /// ColorJitter (brightness, contrast, saturation).
     pub color_jitter: Option<(f64, f64, f64)>,
+    /// IDC's tensor ColorJitter (the reference's) or torchvision's PIL one.
+    pub color_jitter_kind: ColorJitterKind,
     /// Lighting alphastd (0.1); 0 switches it off.
     pub lighting: f64,
     /// Normalise with the ImageNet mean and std (the reference does; a 1-channel set may not).
@@ -70,6 +97,7 @@ impl AugmentConfig {
             flip: true,
             rand_augment: Some((1, 6)),
             color_jitter: Some((0.4, 0.4, 0.4)),
+            color_jitter_kind: ColorJitterKind::Idc,
             lighting: 0.1,
             normalize: true,
         }
@@ -143,7 +171,9 @@ fn normalize_in_place(x: &mut [f32], n: usize) {
     }
 }
 
-/// The training transform of one image: `3 * size * size` floats, planar.
+/// The training transform of one image: `3 * size * size` floats, planar. IMS3's order
+/// (`data.py` of IMS3): Resize -> CenterCrop -> RandomResizedCrop -> flip -> RandAugment on the
+/// 8-bit image, then ToTensor -> ColorJitter (IDC's, on floats) -> Lighting -> Normalize.
 pub fn train_transform(img: &Rgb8, cfg: &AugmentConfig, rng: &mut ChaCha8Rng) -> Vec<f32> {
     let s = cfg.size;
     let img = center_crop(&resize_short(img, s), s);
@@ -155,7 +185,7 @@ pub fn train_transform(img: &Rgb8, cfg: &AugmentConfig, rng: &mut ChaCha8Rng) ->
     if let Some((n, m)) = cfg.rand_augment {
         img = rand_augment(&img, n, m, 31, rng).0;
     }
-    if let Some((b, c, sat)) = cfg.color_jitter {
+    if let (Some((b, c, sat)), ColorJitterKind::Pil) = (cfg.color_jitter, cfg.color_jitter_kind) {
         let mut order = [0usize, 1, 2, 3];
         order.shuffle(rng);
         let bf = rng.random_range((1.0 - b).max(0.0)..=1.0 + b);
@@ -172,6 +202,9 @@ pub fn train_transform(img: &Rgb8, cfg: &AugmentConfig, rng: &mut ChaCha8Rng) ->
     }
     let n = s * s;
     let mut x = to_tensor(&img, false);
+    if let (Some((b, c, sat)), ColorJitterKind::Idc) = (cfg.color_jitter, cfg.color_jitter_kind) {
+        idc_color_jitter(&mut x, n, &draw_idc_jitter(b, c, sat, rng));
+    }
     if cfg.lighting > 0.0 {
         let normal = Normal::new(0.0f32, cfg.lighting as f32).expect("std > 0");
         let alpha: [f32; 3] = [normal.sample(rng), normal.sample(rng), normal.sample(rng)];
@@ -213,10 +246,14 @@ mod tests {
         assert_eq!(a.len(), 3 * 64 * 64);
         assert_eq!(a, b);
         assert_ne!(a, c);
-        // Normalised values of [0,1] inputs shifted by lighting lie within these bounds.
-        let lo = (0.0 - 0.485 - 0.2) / 0.229;
-        let hi = (1.0 - 0.406 + 0.2) / 0.225;
+        // IDC's jitter does not clip: three blends with factors up to 0.4 widen [0, 1] to at most
+        // [-0.9, 1.9]; lighting shifts by less than 0.2; then the normalisation.
+        let lo = (-0.9 - 0.485 - 0.2) / 0.229;
+        let hi = (1.9 - 0.406 + 0.2) / 0.225;
         assert!(a.iter().all(|v| v.is_finite() && *v >= lo as f32 && *v <= hi as f32));
+        let pil = AugmentConfig { color_jitter_kind: ColorJitterKind::Pil, lighting: 0.0, normalize: false, ..cfg.clone() };
+        let p = train_transform(&img, &pil, &mut ChaCha8Rng::seed_from_u64(1));
+        assert!(p.iter().all(|v| (0.0..=1.0).contains(v)), "the PIL jitter clips and rounds to 8 bits");
         let plain = AugmentConfig { rand_augment: None, color_jitter: None, lighting: 0.0, normalize: false, ..cfg };
         let p = train_transform(&img, &plain, &mut ChaCha8Rng::seed_from_u64(1));
         assert!(p.iter().all(|v| (0.0..=1.0).contains(v)));

@@ -112,9 +112,14 @@ mod tests {
             ipc: 3,
             epochs: Some(12),
             eval_every: Some(4),
-            lr: 0.05,
+            lr: Some(0.05),
             seeds: vec![3, 1],
-            norm: ims3_nets::Norm::Batch,
+            norm: Some(ims3_nets::Norm::Batch),
+            labels: eval::LabelKind::Soft,
+            teacher: Some(p("r18.pth")),
+            temperature: 4.0,
+            test_transform: Some(ims3_augment::TestTransform::Resize8of7CenterCrop),
+            color_jitter: Some(ims3_augment::ColorJitterKind::Pil),
             out: p("o"),
         };
         assert!(matches!(parse(to_args("eval", &ev)), Command::Eval(back) if back == ev));

@@ -1,13 +1,38 @@
-//! `ims3 eval`: the distilled-set protocol (`ims3_eval`): train an evaluation network on the
+//! `ims3 eval`: a distilled-set protocol (`ims3_eval`): train an evaluation network on the
 //! distilled images once per seed, test on real images; `eval.json` and `eval.md` in --out.
+//! `--labels hard` is the reference's protocol (IDC via Minimax, IMS3's changes); `--labels
+//! soft` RDED's, with a frozen ImageNet ResNet-18 teacher restricted to the dataset's classes.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail, ensure};
 use ims3_backend::DeviceSpec;
-use ims3_eval::{EvalConfig, EvalReport, ImageSet, NetKind};
+use ims3_augment::{ColorJitterKind, TestTransform};
+use ims3_eval::{EvalConfig, EvalReport, EvalSets, ImageSet, NetKind, SoftLabels, Teacher};
 use ims3_nets::Norm;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+/// Which labels the student learns from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelKind {
+    /// The reference's hard-label protocol.
+    #[default]
+    Hard,
+    /// RDED's soft-label protocol (a teacher's tempered distribution; AdamW, 300 epochs).
+    Soft,
+}
+
+impl std::str::FromStr for LabelKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "hard" => Ok(LabelKind::Hard),
+            "soft" => Ok(LabelKind::Soft),
+            other => Err(format!("unknown labels '{other}': expected hard or soft")),
+        }
+    }
+}
 
 #[derive(clap::Args, Debug, Clone, PartialEq, Serialize)]
 pub struct Args {
@@ -49,15 +74,33 @@ pub struct Args {
     /// Test every N epochs (reference: epochs / 100).
     #[arg(long)]
     pub eval_every: Option<usize>,
-    /// SGD learning rate (IMS3 0.1; Minimax 0.01).
-    #[arg(long, default_value_t = 0.1)]
-    pub lr: f64,
+    /// Learning rate (hard labels: SGD 0.1 as IMS3, Minimax 0.01; soft labels: AdamW 0.001).
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// Training seeds, comma separated (one network per seed).
     #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
     pub seeds: Vec<u64>,
-    /// instance (the reference's) or batch.
-    #[arg(long, default_value = "instance")]
-    pub norm: Norm,
+    /// instance or batch (default: instance for hard labels, as the reference; batch for soft).
+    #[arg(long)]
+    pub norm: Option<Norm>,
+    /// hard (the reference's protocol) or soft (RDED's, with --teacher).
+    #[arg(long, default_value = "hard")]
+    pub labels: LabelKind,
+    /// The soft-label teacher: torchvision `resnet18` weights (IMAGENET1K_V1,
+    /// resnet18-f37072fd.pth), restricted to the dataset's ImageNet classes.
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// Softmax temperature of the soft labels (RDED with CutMix: 20).
+    #[arg(long, default_value_t = 20.0)]
+    pub temperature: f64,
+    /// The test transform's geometry (default: the protocol's; resize-center-crop is the
+    /// reference's Resize(224) -> CenterCrop(224)).
+    #[arg(long)]
+    pub test_transform: Option<TestTransform>,
+    /// The training ColorJitter: idc (the reference's, on floats after ToTensor, unclipped)
+    /// or pil (torchvision's on 8-bit images).
+    #[arg(long)]
+    pub color_jitter: Option<ColorJitterKind>,
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -69,12 +112,18 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
         Some(dir) => Some((ims3_images::idx::IdxSplit::read(dir, "train")?, ims3_images::idx::IdxSplit::read(dir, "t10k")?)),
         None => None,
     };
-    let mut cfg = match &idx {
-        Some((train, _)) => {
+    let mut cfg = match (&idx, a.labels) {
+        (Some((train, _)), LabelKind::Hard) => {
             let (mean, std) = ims3_images::idx::grey_stats(&train.pixels);
             EvalConfig::grey(a.net.clone(), a.size, a.ipc, mean, std)
         }
-        None => EvalConfig::reference(a.net.clone(), a.size, a.ipc),
+        (Some(_), LabelKind::Soft) => bail!("--labels soft needs an ImageNet teacher: not for an IDX dataset"),
+        (None, LabelKind::Hard) => EvalConfig::reference(a.net.clone(), a.size, a.ipc),
+        (None, LabelKind::Soft) => {
+            let teacher = a.teacher.clone().context("--labels soft needs --teacher <resnet18-f37072fd.pth>")?;
+            let classes = spec.classes.iter().map(|c| c.imagenet as usize).collect();
+            EvalConfig::soft(a.net.clone(), a.size, a.ipc, spec.classes.len(), SoftLabels { teacher, classes, temperature: a.temperature })
+        }
     };
     if let Some(b) = a.batch {
         ensure!(b > 0, "--batch must be at least 1");
@@ -91,8 +140,18 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
         ensure!(n > 0, "--eval-every must be at least 1");
         cfg.eval_every = n;
     }
-    cfg.lr = a.lr;
-    cfg.norm = a.norm;
+    if let Some(lr) = a.lr {
+        cfg.lr = lr;
+    }
+    if let Some(norm) = a.norm {
+        cfg.norm = norm;
+    }
+    if let Some(t) = a.test_transform {
+        cfg.test_transform = t;
+    }
+    if let Some(k) = a.color_jitter {
+        cfg.augment.color_jitter_kind = k;
+    }
     let train = ImageSet::read(&a.distilled, &classes)?;
     let test = match (&idx, &a.test) {
         (Some((_, t10k)), _) => {
@@ -112,15 +171,33 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
     };
     let val = a.val.as_ref().map(|v| ImageSet::read(v, &classes)).transpose()?;
     let device = device.open()?;
-    eprintln!("eval: {} on {} distilled images, {} test images, {} epochs x {} seeds", cfg.net, train.len(), test.len(), cfg.epochs, a.seeds.len());
+    let teacher = match &cfg.labels {
+        ims3_eval::Labels::Soft(soft) => Some(Teacher::load(soft, &device)?),
+        ims3_eval::Labels::Hard => None,
+    };
+    eprintln!("eval: {} on {} distilled images, {} test images, {} epochs x {} seeds, {:?} labels", cfg.net, train.len(), test.len(), cfg.epochs, a.seeds.len(), a.labels);
     let pb = ims3_util::progress_bar((cfg.epochs * a.seeds.len()) as u64, "eval", true);
     let mut results = Vec::new();
+    let sets = EvalSets { train: &train, test: &test, val: val.as_ref() };
     for &seed in &a.seeds {
-        results.push(ims3_eval::train_and_eval(&train, &test, val.as_ref(), &cfg, seed, &device, Some(&pb))?);
+        results.push(ims3_eval::train_and_eval(sets, &cfg, teacher.as_ref(), seed, &device, Some(&pb))?);
     }
     pb.finish_and_clear();
-    let title = format!("{} on {} ({} IPC)", cfg.net, spec.name, a.ipc);
-    let report = EvalReport::new(&title, &cfg, &train, &test, results, &super::command_line().join(" "));
+    let title = format!("{} on {} ({} IPC{})", cfg.net, spec.name, a.ipc, if a.labels == LabelKind::Soft { ", soft labels" } else { "" });
+    let test_source = match (&a.test, &a.test_idx) {
+        (Some(dir), _) => serde_json::json!({"folder": dir.display().to_string(), "layout": dir.parent().map(|r| ims3_datasets::detect_layout(r).to_string())}),
+        (None, Some(dir)) => serde_json::json!({"idx": dir.display().to_string(), "split": "t10k"}),
+        (None, None) => serde_json::Value::Null,
+    };
+    let data = serde_json::json!({
+        "dataset": spec.name,
+        "class_order_sha256": spec.class_order_sha256(),
+        "classes": classes,
+        "distilled": a.distilled.display().to_string(),
+        "test": test_source,
+        "val": a.val.as_ref().map(|v| v.display().to_string()),
+    });
+    let report = EvalReport::new(&title, &cfg, &train, &test, data, results, &super::command_line().join(" "));
     report.write(&a.out)?;
     print!("{}", report.markdown());
     Ok(())

@@ -114,7 +114,7 @@ pub fn run(recipe: AblationRecipe, at: &Invocation) -> Result<()> {
         a.size = 28;
         a.epochs = Some(recipe.eval.epochs);
         a.eval_every = Some(recipe.eval.eval_every);
-        a.lr = recipe.eval.lr;
+        a.lr = Some(recipe.eval.lr);
         a.seeds = vec![seed];
         a
     };

@@ -123,13 +123,18 @@ pub struct EvalSettings {
     pub nets: Vec<NetKind>,
     #[serde(default = "d_seeds")]
     pub seeds: Vec<u64>,
-    #[serde(default = "d_lr")]
-    pub lr: f64,
+    /// The learning rate (default: the protocol's, 0.1 for hard labels).
+    #[serde(default)]
+    pub lr: Option<f64>,
     #[serde(default = "d_size")]
     pub size: usize,
     /// Override of the reference epoch count (tests; the reference sets it by IPC).
     #[serde(default)]
     pub epochs: Option<usize>,
+    /// hard (the reference's protocol) or soft (RDED's; the teacher is the S3 encoder,
+    /// torchvision ResNet-18 IMAGENET1K_V1, restricted to the dataset's classes).
+    #[serde(default)]
+    pub labels: crate::commands::eval::LabelKind,
 }
 fn d_nets() -> Vec<NetKind> {
     vec![NetKind::ResnetAp10, NetKind::Resnet18]
@@ -137,15 +142,12 @@ fn d_nets() -> Vec<NetKind> {
 fn d_seeds() -> Vec<u64> {
     vec![0, 1, 2]
 }
-fn d_lr() -> f64 {
-    0.1
-}
 fn d_size() -> usize {
     224
 }
 impl Default for EvalSettings {
     fn default() -> Self {
-        Self { nets: d_nets(), seeds: d_seeds(), lr: d_lr(), size: d_size(), epochs: None }
+        Self { nets: d_nets(), seeds: d_seeds(), lr: None, size: d_size(), epochs: None, labels: Default::default() }
     }
 }
 

@@ -39,7 +39,12 @@ pub fn run(recipe: SubsetRecipe, at: &Invocation) -> Result<()> {
     let vae = recipe.assets.vae.clone().unwrap_or_else(|| cache.join("sd-vae-ft-ema"));
     let encoder = recipe.assets.encoder.clone().unwrap_or_else(|| cache.join("resnet18-f37072fd.pth"));
     let data = recipe.assets.data.clone().unwrap_or_else(|| cache.join(&archive));
-    let needed = if recipe.method == Method::RandomReal { vec![&data] } else { vec![&dit, &vae, &encoder, &data] };
+    let soft = recipe.eval.labels == crate::commands::eval::LabelKind::Soft;
+    let needed = match recipe.method {
+        Method::RandomReal if soft => vec![&encoder, &data],
+        Method::RandomReal => vec![&data],
+        Method::Diffusion => vec![&dit, &vae, &encoder, &data],
+    };
     let missing: Vec<String> = needed.iter().filter(|p| !p.exists()).map(|p| p.display().to_string()).collect();
     ensure!(missing.is_empty(), "missing inputs: {} (fetch them with `ims3 fetch all`, or set [assets] in the recipe)", missing.join(", "));
     let manifest = ims3_datasets::Manifest::build(&data, &spec, &["train", "val"])?;
@@ -87,6 +92,10 @@ pub fn run(recipe: SubsetRecipe, at: &Invocation) -> Result<()> {
         args.epochs = recipe.eval.epochs;
         args.lr = recipe.eval.lr;
         args.seeds = recipe.eval.seeds.clone();
+        args.labels = recipe.eval.labels;
+        if soft {
+            args.teacher = Some(encoder.clone());
+        }
         runner.child(&format!("eval-{}", net.id()), to_args("eval", &args))?;
         rows.push((net.id(), read_eval(&out)?));
     }
