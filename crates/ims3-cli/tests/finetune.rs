@@ -187,7 +187,7 @@ fn reproduce_runs_every_stage_and_resumes() {
     std::fs::write(
         &recipe,
         format!(
-            "name = \"tiny\"\ndataset = \"{}\"\nipc = 2\ngpu = false\nfinetune = true\nimage_size = {}\nrandom_baseline = \"tiny-random\"\n\
+            "name = \"tiny\"\ndataset = \"{}\"\nipc = 2\ngpu = false\nfinetune = true\nimage_size = {}\nrandom_baseline = \"tiny-random\"\nfull_baseline = \"tiny-full\"\n\
              [train]\nmax_steps = 2\nbatch_size = 4\n\
              [sample]\nsteps = \"3\"\nbatch = 2\n\
              [select]\ngroups = 2\nreal_max = 4\n\
@@ -228,6 +228,16 @@ fn reproduce_runs_every_stage_and_resumes() {
         .output()
         .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    // And the full-data bound (the whole training split) for HLR and LRS.
+    let full = s._dir.path().join("tiny-full.toml");
+    std::fs::write(&full, std::fs::read_to_string(&random).unwrap().replace("tiny-random", "tiny-full").replace("random-real", "full-real")).unwrap();
+    let r = ims3()
+        .arg("reproduce")
+        .arg(&full)
+        .args(["--run-dir".as_ref(), s._dir.path().join("runs-full").as_os_str(), "--results".as_ref(), s._dir.path().join("results/tiny-full").as_os_str()])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     for wnid in std::fs::read_dir(s._dir.path().join("runs-random/random")).unwrap().flatten() {
         assert_eq!(std::fs::read_dir(wnid.path()).unwrap().count(), 2, "{:?}", wnid.path());
     }
@@ -237,12 +247,19 @@ fn reproduce_runs_every_stage_and_resumes() {
     assert!(md.contains("| ConvNet-3 |") && md.contains("| 12.5 |"), "{md}");
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(results.join("results.json")).unwrap()).unwrap();
     assert_eq!(summary["results"][0]["paper"], 12.5);
-    // IOR: paired with the baseline's seed 0 (one seed: std 0).
-    let ior = summary["results"][0]["ior"].as_array().unwrap_or_else(|| panic!("no IOR in {summary}"));
+    // DD-Ranking's scores, paired with the baselines' seed 0 (one seed: std 0).
+    let scores = &summary["results"][0]["scores"];
     let own = summary["results"][0]["final_top1"][0].as_f64().unwrap();
-    let base: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(s._dir.path().join("results/tiny-random/convnet3/eval.json")).unwrap()).unwrap();
-    assert!((ior[0].as_f64().unwrap() - (own - base["seeds"][0]["final_top1"].as_f64().unwrap())).abs() < 1e-9, "{summary}");
+    let seed0 = |recipe: &str| -> f64 {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(s._dir.path().join(format!("results/{recipe}/convnet3/eval.json"))).unwrap()).unwrap();
+        v["seeds"][0]["final_top1"].as_f64().unwrap()
+    };
+    let (ior, hlr) = (own - seed0("tiny-random"), seed0("tiny-full") - own);
+    assert!((scores["ior"][0].as_f64().unwrap() - ior).abs() < 1e-9, "{summary}");
+    assert!((scores["hlr"][0].as_f64().unwrap() - hlr).abs() < 1e-9, "{summary}");
+    let lrs = ims3_eval::ranking::lrs(ior / 100.0, hlr / 100.0, 0.5);
+    assert!((scores["lrs"][0].as_f64().unwrap() - lrs).abs() < 1e-12, "{summary}");
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("manifest.json")).unwrap()).unwrap();
     let stages: Vec<&str> = manifest["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
     assert_eq!(stages, vec!["finetune", "sample", "select", "eval-convnet3"]);

@@ -38,13 +38,28 @@ use serde::{Deserialize, Serialize};
 
 use crate::EvalError;
 
-/// Epochs of the reference for a given images-per-class.
+/// Epochs of the reference for a given images-per-class (IDC `argument.py`, `ipc_epoch`):
+/// 1 -> 3000, <= 10 -> 2000, <= 50 -> 1500, <= 200 -> 1000, <= 500 -> 500, more -> 300.
 pub fn epochs_for_ipc(ipc: usize) -> usize {
     match ipc {
         0..=1 => 3000,
         2..=10 => 2000,
         11..=50 => 1500,
-        _ => 1000,
+        51..=200 => 1000,
+        201..=500 => 500,
+        _ => 300,
+    }
+}
+
+/// The reference's epochs for `ipc` images of each of `classes` classes: [`epochs_for_ipc`],
+/// and for exactly 100 classes (ImageNet-100) two thirds of it rounded down to hundreds.
+pub fn epochs_for(ipc: usize, classes: usize) -> usize {
+    let e = epochs_for_ipc(ipc);
+    if classes == 100 {
+        let e = 2 * e / 3;
+        e - e % 100
+    } else {
+        e
     }
 }
 

@@ -8,15 +8,18 @@
 //! - `data.rs`: labelled image sets read from class folders;
 //! - `net.rs`: the evaluation networks and their seeded initialisation;
 //! - `train.rs`: one seed's training and testing (augmentations, CutMix, hard or soft labels);
-//! - `report.rs`: the report over seeds.
+//! - `report.rs`: the report over seeds;
+//! - `ranking.rs`: DD-Ranking's scores of a distilled set against random real images and the
+//!   full training set (IOR, HLR, LRS).
 
 pub mod config;
 pub mod data;
 pub mod net;
+pub mod ranking;
 pub mod report;
 pub mod train;
 
-pub use config::{EvalConfig, Labels, LrSchedule, NetKind, Optimizer, SoftLabels, epochs_for_ipc, reference_milestones, soft_batch_size};
+pub use config::{EvalConfig, Labels, LrSchedule, NetKind, Optimizer, SoftLabels, epochs_for, epochs_for_ipc, reference_milestones, soft_batch_size};
 pub use data::ImageSet;
 pub use net::EvalNet;
 pub use report::{EvalReport, mean_std};

@@ -37,6 +37,9 @@ fn synthetic(n_per_class: usize, seed: u64) -> ImageSet {
 #[test]
 fn schedule_and_epochs_follow_the_reference() {
     assert_eq!((epochs_for_ipc(1), epochs_for_ipc(10), epochs_for_ipc(50), epochs_for_ipc(100)), (3000, 2000, 1500, 1000));
+    assert_eq!((epochs_for_ipc(200), epochs_for_ipc(201), epochs_for_ipc(500), epochs_for_ipc(900)), (1000, 500, 500, 300));
+    // ImageNet-100: 2/3 of the epochs, in hundreds (IPC 10: 1333 -> 1300).
+    assert_eq!((epochs_for(10, 100), epochs_for(10, 10), epochs_for(1, 100)), (1300, 2000, 2000));
     let cfg = EvalConfig::reference(NetKind::ResnetAp10, 224, 10);
     assert_eq!(cfg.eval_every, 20);
     assert_eq!(cfg.schedule, LrSchedule::MultiStep { milestones: vec![1333, 1666], gamma: 0.2 });

@@ -125,6 +125,10 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
             EvalConfig::soft(a.net.clone(), a.size, a.ipc, spec.classes.len(), SoftLabels { teacher, classes, temperature: a.temperature })
         }
     };
+    if matches!(cfg.labels, ims3_eval::Labels::Hard) {
+        // The reference's epoch rule also looks at the class count (ImageNet-100).
+        cfg = cfg.with_epochs(ims3_eval::epochs_for(a.ipc, classes.len()));
+    }
     if let Some(b) = a.batch {
         ensure!(b > 0, "--batch must be at least 1");
         cfg.batch_size = b;

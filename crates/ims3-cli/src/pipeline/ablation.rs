@@ -304,11 +304,14 @@ fn write_ablation_results(
     let mut md = format!(
         "# {}\n\n{} IPC {}: {} width {} trained on each distilled set for {} epochs (batch {}, lr {}), tested on the {} real test images every {} epochs; mean +- sample std over seeds {:?}. \
 Coverage and density (Naeem et al. 2020, k = {}) of the set's encoder features against {} real training images per class, averaged over classes; \
-centroid distance = cosine distance of the set's class centroid to the real one; spread = mean pairwise feature distance within a class.\n\n\
-| method | top-1 final epoch | top-1 best epoch (selected on test) | coverage | density | centroid distance | spread |\n|---|---|---|---|---|---|---|\n",
+centroid distance = cosine distance of the set's class centroid to the real one; spread = mean pairwise feature distance within a class. \
+IOR (DD-Ranking's improvement over random) = the set's final-epoch top-1 minus the random real subset's, seed by seed, mean +- sample std of the differences; \
+no full-data run exists for this protocol, so HLR and LRS are not given.\n\n\
+| method | top-1 final epoch | top-1 best epoch (selected on test) | IOR | coverage | density | centroid distance | spread |\n|---|---|---|---|---|---|---|---|\n",
         recipe.name, spec.name, recipe.ipc, recipe.eval.net.id(), recipe.eval.width, recipe.eval.epochs, recipe.eval.batch, recipe.eval.lr,
         10000, recipe.eval.eval_every, recipe.eval.seeds, recipe.report.k, recipe.report.real_per_class
     );
+    let mut random_real: Vec<ims3_eval::SeedResult> = Vec::new();
     for ((arm, label), m) in ARMS.iter().zip(measures) {
         let mut seeds = Vec::new();
         for &seed in &recipe.eval.seeds {
@@ -318,14 +321,30 @@ centroid distance = cosine distance of the set's class centroid to the real one;
         }
         let pick = |f: fn(&ims3_eval::SeedResult) -> f64| -> (f64, f64) { ims3_eval::mean_std(&seeds.iter().map(f).collect::<Vec<_>>()) };
         let (fin, best) = (pick(|s| s.final_top1), pick(|s| s.best_top1));
+        // Seeds are the same list for every arm, in the same order.
+        let ior = (*arm != "random-real").then(|| {
+            let d: Vec<f64> = seeds.iter().zip(&random_real).map(|(s, r)| ims3_eval::ranking::ior(s.final_top1, r.final_top1)).collect();
+            ims3_eval::mean_std(&d)
+        });
         md.push_str(&format!(
-            "| {label} | {:.2} +- {:.2} | {:.2} +- {:.2} | {:.3} | {:.3} | {:.4} | {:.3} |\n",
-            fin.0, fin.1, best.0, best.1, m.coverage, m.density, m.centroid_distance, m.spread
+            "| {label} | {:.2} +- {:.2} | {:.2} +- {:.2} | {} | {:.3} | {:.3} | {:.4} | {:.3} |\n",
+            fin.0,
+            fin.1,
+            best.0,
+            best.1,
+            ior.map_or("-".to_string(), |(m, s)| format!("{m:+.2} +- {s:.2}")),
+            m.coverage,
+            m.density,
+            m.centroid_distance,
+            m.spread
         ));
-        rows.push(serde_json::json!({"arm": arm, "method": label, "final_top1": [fin.0, fin.1], "best_top1": [best.0, best.1], "seeds": seeds, "measures": m}));
+        rows.push(serde_json::json!({"arm": arm, "method": label, "final_top1": [fin.0, fin.1], "best_top1": [best.0, best.1], "ior": ior, "seeds": seeds, "measures": m}));
+        if *arm == "random-real" {
+            random_real = seeds;
+        }
     }
     if let Some(r) = measures.iter().find(|m| m.arm.starts_with("real")) {
-        md.push_str(&format!("| (real training images) | | | | | | {:.3} |\n", r.spread));
+        md.push_str(&format!("| (real training images) | | | | | | | {:.3} |\n", r.spread));
     }
     if !recipe.literature.is_empty() {
         md.push_str("\nPublished Fashion-MNIST IPC-10 figures (ConvNet-3 width 128, other training protocols; for orientation, not a like-for-like comparison):\n\n| method | top-1 | source |\n|---|---|---|\n");

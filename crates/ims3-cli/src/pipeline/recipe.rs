@@ -24,14 +24,17 @@ macro_rules! builtin {
     };
 }
 
-const BUILTIN: [(&str, &str); 17] = builtin![
+const BUILTIN: [(&str, &str); 20] = builtin![
     "fashion-mnist-ipc10",
+    "imageidc-full",
     "imageidc-ipc1",
     "imageidc-ipc1-random",
+    "imagenette-full",
     "imagenette-ipc10",
     "imagenette-ipc10-random",
     "imagenette-ipc50",
     "imagenette-ipc50-random",
+    "imagewoof-full",
     "imagewoof-ipc10",
     "imagewoof-ipc10-dit",
     "imagewoof-ipc10-im",
@@ -161,6 +164,9 @@ pub enum Method {
     /// IPC real training images per class, drawn with the recipe's seed: the baseline every
     /// distilled set must beat (DD-Ranking's "random").
     RandomReal,
+    /// The whole training split (the upper end of DD-Ranking's hard-label recovery, HLR);
+    /// `ipc` is ignored, epochs follow the reference's rule for the split's images per class.
+    FullReal,
 }
 
 /// Which class label the DiT is conditioned on.
@@ -195,6 +201,10 @@ pub struct SubsetRecipe {
     /// improvement over random (IOR) in this recipe's table.
     #[serde(default)]
     pub random_baseline: Option<String>,
+    /// The full-data recipe of the same dataset and protocol: with it the table also gives
+    /// DD-Ranking's hard-label recovery (HLR) and label-robust score (LRS).
+    #[serde(default)]
+    pub full_baseline: Option<String>,
     /// Needs a GPU to finish in reasonable time; refused on CPU without --allow-cpu.
     #[serde(default = "d_true")]
     pub gpu: bool,
@@ -365,6 +375,7 @@ impl Recipe {
     pub fn summary(&self) -> String {
         match self {
             Recipe::Subset(r) if r.method == Method::RandomReal => format!("{} IPC {}, random real images (the baseline)", r.dataset, r.ipc),
+            Recipe::Subset(r) if r.method == Method::FullReal => format!("{}, the whole training split (the full-data bound)", r.dataset),
             Recipe::Subset(r) => format!(
                 "{} IPC {}, {}{}{}",
                 r.dataset,

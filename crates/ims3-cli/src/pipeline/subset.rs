@@ -4,8 +4,10 @@
 //! ```text
 //! diffusion:    finetune (skipped by the recipes without IM) -> sample -> select -> eval-<net>...
 //! random-real:  random (IPC real training images per class, seeded) -> eval-<net>...
-//! -> results/<recipe>/results.json and results.md beside the paper's numbers, with the
-//!    improvement over the random-real baseline where its results exist
+//! full-real:    eval-<net>... on the whole training split
+//! -> results/<recipe>/results.json and results.md beside the paper's numbers, with DD-Ranking's
+//!    scores (IOR against the random-real recipe; HLR and LRS against the full-real one) where
+//!    their results exist
 //! ```
 
 use std::path::Path;
@@ -41,8 +43,8 @@ pub fn run(recipe: SubsetRecipe, at: &Invocation) -> Result<()> {
     let data = recipe.assets.data.clone().unwrap_or_else(|| cache.join(&archive));
     let soft = recipe.eval.labels == crate::commands::eval::LabelKind::Soft;
     let needed = match recipe.method {
-        Method::RandomReal if soft => vec![&encoder, &data],
-        Method::RandomReal => vec![&data],
+        Method::RandomReal | Method::FullReal if soft => vec![&encoder, &data],
+        Method::RandomReal | Method::FullReal => vec![&data],
         Method::Diffusion => vec![&dit, &vae, &encoder, &data],
     };
     let missing: Vec<String> = needed.iter().filter(|p| !p.exists()).map(|p| p.display().to_string()).collect();
@@ -51,7 +53,13 @@ pub fn run(recipe: SubsetRecipe, at: &Invocation) -> Result<()> {
 
     let mut runner = Runner::new(at, &STAGES, 1)?;
     let shared = Shared { dataset: &recipe.dataset, ipc: recipe.ipc, seed: recipe.seed, sample: &recipe.sample, select: &recipe.select };
+    // Images per class of the evaluated set (the epoch rule's input).
+    let mut ipc = recipe.ipc;
     let distilled = match recipe.method {
+        Method::FullReal => {
+            ipc = manifest.splits[0].per_class.iter().map(|(_, n)| *n).min().unwrap_or(1);
+            data.join("train")
+        }
         Method::RandomReal => {
             let dir = run_dir.join("random");
             runner.local("random", || write_random_real(&spec, &data, recipe.ipc, recipe.seed, &dir))?;
@@ -91,6 +99,7 @@ pub fn run(recipe: SubsetRecipe, at: &Invocation) -> Result<()> {
         args.size = recipe.eval.size;
         args.epochs = recipe.eval.epochs;
         args.lr = recipe.eval.lr;
+        args.ipc = ipc;
         args.seeds = recipe.eval.seeds.clone();
         args.labels = recipe.eval.labels;
         if soft {
@@ -100,10 +109,12 @@ pub fn run(recipe: SubsetRecipe, at: &Invocation) -> Result<()> {
         rows.push((net.id(), read_eval(&out)?));
     }
 
-    // Results beside the paper, and against the random-real baseline.
-    let baseline = recipe.random_baseline.as_ref().map(|b| results.parent().unwrap_or(Path::new(".")).join(b));
+    // Results beside the paper, with DD-Ranking's scores against the baselines.
+    let beside = |name: &Option<String>| name.as_ref().map(|b| results.parent().unwrap_or(Path::new(".")).join(b));
+    let (random_dir, full_dir) = (beside(&recipe.random_baseline), beside(&recipe.full_baseline));
     let what = match recipe.method {
         Method::RandomReal => format!("random real training images (seed {})", recipe.seed),
+        Method::FullReal => "the whole training split".to_string(),
         Method::Diffusion => format!(
             "{}{}{}",
             if recipe.finetune { "IM fine-tuned DiT" } else { "pretrained DiT" },
@@ -112,30 +123,39 @@ pub fn run(recipe: SubsetRecipe, at: &Invocation) -> Result<()> {
         ),
     };
     let mut md = format!(
-        "# {}\n\n{} ({}), IPC {}, {what}; {} seeds. Test split: {} real images.\n\n\
-         | network | final epoch | best epoch (selected on test) | IOR: final - random real (paired over seeds) | paper |\n|---|---|---|---|---|\n",
+        "# {}\n\n{} ({}), {}, {what}, {:?} labels; {} seeds. Test split: {} real images.\n\n\
+         | network | final epoch | best epoch (selected on test) | IOR | HLR | LRS | paper |\n|---|---|---|---|---|---|---|\n",
         recipe.name,
         spec.name,
         manifest.layout,
-        recipe.ipc,
+        if recipe.method == Method::FullReal { "all training images".to_string() } else { format!("IPC {}", recipe.ipc) },
+        recipe.eval.labels,
         recipe.eval.seeds.len(),
         manifest.splits[1].files
     );
     let mut json_rows = Vec::new();
     for (net, rep) in &rows {
         let paper = recipe.paper.get(net).map_or("-".to_string(), |v| format!("{v:.1}"));
-        let ior = match &baseline {
-            Some(dir) => paired_difference(rep, &dir.join(net)),
-            None => Err("no random_baseline in the recipe".to_string()),
-        };
-        let ior_text = match &ior {
-            Ok(d) => pm(*d),
-            Err(why) => format!("- ({why})"),
-        };
-        md.push_str(&format!("| {} | {} | {} | {ior_text} | {paper} |\n", rep.net, pm(rep.final_top1), pm(rep.best_top1)));
-        json_rows.push(serde_json::json!({"net": net, "final_top1": rep.final_top1, "best_top1": rep.best_top1, "ior": ior.ok(), "paper": recipe.paper.get(net)}));
+        let scores = ranking_scores(rep, random_dir.as_ref().map(|d| d.join(net)), full_dir.as_ref().map(|d| d.join(net)));
+        let cell = |v: &Option<(f64, f64)>, digits: usize| v.map_or("-".to_string(), |(m, s)| format!("{m:.digits$} +- {s:.digits$}"));
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {paper} |\n",
+            rep.net,
+            pm(rep.final_top1),
+            pm(rep.best_top1),
+            cell(&scores.ior, 2),
+            cell(&scores.hlr, 2),
+            cell(&scores.lrs, 4)
+        ));
+        json_rows.push(serde_json::json!({"net": net, "final_top1": rep.final_top1, "best_top1": rep.best_top1, "scores": scores, "paper": recipe.paper.get(net)}));
     }
-    md.push_str("\nIOR (DD-Ranking's improvement over random): this set's final-epoch top-1 minus the random-real baseline's, seed by seed (same protocol, same seeds), mean +- sample std of the differences.\n");
+    md.push_str(&format!(
+        "\nDD-Ranking's scores from final-epoch top-1, paired seed by seed, mean +- sample std: IOR = this set - random real images at the same IPC \
+         ({}); HLR = full training set (hard labels) - this set; LRS = (e^a - e^-1) / (e - e^-1), a = 0.5 IOR - 0.5 HLR with accuracies as fractions \
+         ({}). `-`: that baseline has no results yet.\n",
+        recipe.random_baseline.as_deref().map_or("no random_baseline in the recipe".to_string(), |b| format!("recipe `{b}`")),
+        recipe.full_baseline.as_deref().map_or("no full_baseline in the recipe".to_string(), |b| format!("recipe `{b}`")),
+    ));
     md.push_str(&format!("\nProduced by: `ims3 --device {} reproduce {}` (run directory {}).\n", at.device, at.recipe, run_dir.display()));
     let summary = serde_json::json!({
         "recipe": recipe.name,
@@ -143,7 +163,9 @@ pub fn run(recipe: SubsetRecipe, at: &Invocation) -> Result<()> {
         "layout": manifest.layout,
         "ipc": recipe.ipc,
         "method": recipe.method,
+        "labels": recipe.eval.labels,
         "random_baseline": recipe.random_baseline,
+        "full_baseline": recipe.full_baseline,
         "results": json_rows,
     });
     write_results(results, &summary, &md)?;
@@ -180,17 +202,28 @@ fn write_random_real(spec: &ims3_datasets::DatasetSpec, data: &Path, ipc: usize,
     Ok(())
 }
 
-/// This report's final-epoch top-1 minus the baseline's (`<dir>/eval.json`), paired by seed:
-/// (mean, sample std) of the differences; the reason when they cannot be paired.
-fn paired_difference(rep: &EvalReport, dir: &Path) -> Result<(f64, f64), String> {
-    let base = read_eval(dir).map_err(|_| format!("no {}", dir.join("eval.json").display()))?;
-    let mut diffs = Vec::new();
-    for s in &rep.seeds {
-        let b = base.seeds.iter().find(|b| b.seed == s.seed).ok_or_else(|| format!("the baseline has no seed {}", s.seed))?;
-        diffs.push(s.final_top1 - b.final_top1);
-    }
-    if diffs.is_empty() {
-        return Err("no seeds".into());
-    }
-    Ok(ims3_eval::mean_std(&diffs))
+/// DD-Ranking's scores of one network's report; `None` where the baseline has no results.
+#[derive(serde::Serialize)]
+struct Scores {
+    ior: Option<(f64, f64)>,
+    hlr: Option<(f64, f64)>,
+    lrs: Option<(f64, f64)>,
+}
+
+/// IOR against the random-real report in `random`, HLR and LRS against the full-data report in
+/// `full` (each `<dir>/eval.json`), paired by seed.
+fn ranking_scores(rep: &EvalReport, random: Option<std::path::PathBuf>, full: Option<std::path::PathBuf>) -> Scores {
+    let base = |dir: Option<std::path::PathBuf>| dir.and_then(|d| read_eval(&d).ok());
+    let (random, full) = (base(random), base(full));
+    let paired = |other: &EvalReport, f: &dyn Fn(f64, f64) -> f64| -> Option<Vec<f64>> {
+        rep.seeds.iter().map(|s| other.seeds.iter().find(|o| o.seed == s.seed).map(|o| f(s.final_top1, o.final_top1))).collect()
+    };
+    let ior = random.as_ref().and_then(|r| paired(r, &|own, b| ims3_eval::ranking::ior(own, b)));
+    let hlr = full.as_ref().and_then(|r| paired(r, &|own, b| ims3_eval::ranking::hlr(b, own)));
+    let lrs = match (&ior, &hlr) {
+        (Some(i), Some(h)) => Some(i.iter().zip(h).map(|(i, h)| ims3_eval::ranking::lrs(i / 100.0, h / 100.0, ims3_eval::ranking::LRS_WEIGHT)).collect::<Vec<_>>()),
+        _ => None,
+    };
+    let summary = |v: Option<Vec<f64>>| v.filter(|v| !v.is_empty()).map(|v| ims3_eval::mean_std(&v));
+    Scores { ior: summary(ior), hlr: summary(hlr), lrs: summary(lrs) }
 }
