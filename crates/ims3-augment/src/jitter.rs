@@ -29,16 +29,7 @@ pub enum ColorJitterKind {
     Pil,
 }
 
-impl std::str::FromStr for ColorJitterKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "idc" => Ok(Self::Idc),
-            "pil" => Ok(Self::Pil),
-            other => Err(format!("unknown color jitter '{other}': expected idc or pil")),
-        }
-    }
-}
+ims3_util::choice!(ColorJitterKind, "color jitter", { ColorJitterKind::Idc => "idc", ColorJitterKind::Pil => "pil" });
 
 /// One step of IDC's ColorJitter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -35,27 +35,11 @@ pub enum TestTransform {
     AsIs,
 }
 
-impl std::str::FromStr for TestTransform {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "resize-center-crop" => Ok(Self::ResizeCenterCrop),
-            "resize8of7-center-crop" => Ok(Self::Resize8of7CenterCrop),
-            "as-is" => Ok(Self::AsIs),
-            other => Err(format!("unknown test transform '{other}': expected resize-center-crop, resize8of7-center-crop or as-is")),
-        }
-    }
-}
-
-impl std::fmt::Display for TestTransform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::ResizeCenterCrop => "resize-center-crop",
-            Self::Resize8of7CenterCrop => "resize8of7-center-crop",
-            Self::AsIs => "as-is",
-        })
-    }
-}
+ims3_util::choice!(TestTransform, "test transform", {
+    TestTransform::ResizeCenterCrop => "resize-center-crop",
+    TestTransform::Resize8of7CenterCrop => "resize8of7-center-crop",
+    TestTransform::AsIs => "as-is",
+});
 
 impl TestTransform {
     /// The geometric part of the test transform of `img` at `size` px. Deterministic, so a test

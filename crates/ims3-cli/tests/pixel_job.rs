@@ -126,7 +126,7 @@ fn pixel_ablation_job_runs_end_to_end_and_resumes() {
     ok(sample("ddim", &d.join("ddim")));
     assert!(d.join("ddim/9-ankle-boot.safetensors").is_file() && d.join("ddim/png/9-ankle-boot/0001.png").is_file());
     let out = sample("euler", &d.join("euler"));
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("unknown sampler 'euler': expected ddpm or ddim"), "{out:?}");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("unknown sampler 'euler': expected ddpm, ddim"), "{out:?}");
 
     // Errors: a missing DiT is named; a recipe key that does not exist is refused.
     let bad = d.join("bad.toml");

@@ -9,5 +9,5 @@ pub mod sample;
 pub mod schedule;
 
 pub use gaussian::{Denoiser, GaussianDiffusion, LossTerms, NoiseSource, PMeanVariance};
-pub use sample::{Sampler, UnknownSampler};
+pub use sample::Sampler;
 pub use schedule::{NoiseSchedule, Respacing, Schedule, ScheduleError, space_timesteps};

@@ -16,30 +16,7 @@ pub enum Sampler {
     Ddim,
 }
 
-/// A name that is not a [`Sampler`].
-#[derive(Debug, thiserror::Error)]
-#[error("unknown sampler '{0}': expected ddpm or ddim")]
-pub struct UnknownSampler(pub String);
-
-impl std::str::FromStr for Sampler {
-    type Err = UnknownSampler;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "ddpm" => Ok(Sampler::Ddpm),
-            "ddim" => Ok(Sampler::Ddim),
-            other => Err(UnknownSampler(other.to_string())),
-        }
-    }
-}
-
-impl std::fmt::Display for Sampler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Sampler::Ddpm => "ddpm",
-            Sampler::Ddim => "ddim",
-        })
-    }
-}
+ims3_util::choice!(Sampler, "sampler", { Sampler::Ddpm => "ddpm", Sampler::Ddim => "ddim" });
 
 impl GaussianDiffusion {
     /// The loop `sampler` names: [`Self::p_sample_loop`] or [`Self::ddim_sample_loop`] with eta 0.

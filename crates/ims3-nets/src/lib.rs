@@ -17,7 +17,7 @@ pub mod resnet_block;
 
 pub use convnet::{ConvNet, ConvNetConfig};
 pub use load::{LoadError, load_idc_resnet, load_resnet_ap, load_state_dict, load_torchvision_resnet18};
-pub use norm::{Norm, NormLayer, UnknownNorm, is_norm_container};
+pub use norm::{Norm, NormLayer, is_norm_container};
 pub use resnet::{ResNet, ResNetConfig, Stem};
 pub use resnet_ap::{ResNetAP, ResNetAPConfig};
 

@@ -18,30 +18,7 @@ pub enum Norm {
     Batch,
 }
 
-/// A name that is not a [`Norm`].
-#[derive(Debug, thiserror::Error)]
-#[error("unknown norm '{0}': expected instance or batch")]
-pub struct UnknownNorm(pub String);
-
-impl std::str::FromStr for Norm {
-    type Err = UnknownNorm;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "instance" => Ok(Norm::Instance),
-            "batch" => Ok(Norm::Batch),
-            other => Err(UnknownNorm(other.to_string())),
-        }
-    }
-}
-
-impl std::fmt::Display for Norm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Norm::Instance => "instance",
-            Norm::Batch => "batch",
-        })
-    }
-}
+ims3_util::choice!(Norm, "norm", { Norm::Instance => "instance", Norm::Batch => "batch" });
 
 /// A normalisation layer of either kind. burn-store's PyTorch reader skips the enum variant in
 /// module paths, so `bn1.weight` of a state dict lands in `bn1.Instance.gamma` or

@@ -21,6 +21,7 @@ pub mod pipeline;
 
 /// Which normalisation of the separation term.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Form {
     /// `beta * sum_{i<j}` as `centroid.py` computes it.
     #[default]
@@ -29,31 +30,7 @@ pub enum Form {
     Paper,
 }
 
-/// A name that is not a [`Form`].
-#[derive(Debug, thiserror::Error)]
-#[error("unknown objective form '{0}': expected reference or paper")]
-pub struct UnknownForm(pub String);
-
-impl std::str::FromStr for Form {
-    type Err = UnknownForm;
-    /// `reference` or `paper` (any case).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "reference" => Ok(Form::Reference),
-            "paper" => Ok(Form::Paper),
-            _ => Err(UnknownForm(s.to_string())),
-        }
-    }
-}
-
-impl std::fmt::Display for Form {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Form::Reference => "reference",
-            Form::Paper => "paper",
-        })
-    }
-}
+ims3_util::choice!(Form, "objective form", { Form::Reference => "reference", Form::Paper => "paper" });
 
 /// Objective parameters. Defaults are the `centroid.py` script defaults; IMS3's `run.sh`
 /// uses [`Params::run_sh`].

@@ -4,7 +4,9 @@
 //! - [`atomic_write`] / [`write_json`]: a file is either its old self or its new self, never a
 //!   truncated mix (temporary sibling + rename);
 //! - [`progress_bar`]: the one progress-bar style of every long loop (indicatif);
-//! - [`error_chain`]: an error and its sources on one line, as the command line prints them.
+//! - [`error_chain`]: an error and its sources on one line, as the command line prints them;
+//! - [`choice!`]: a closed set of named choices (`--sampler ddpm`) read and written by name,
+//!   with one error ([`UnknownChoice`]) that names the bad value and the accepted ones.
 
 use std::path::Path;
 
@@ -56,6 +58,48 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// A value that is none of a choice's names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownChoice {
+    /// What is chosen (`sampler`, `norm`, ...).
+    pub what: &'static str,
+    pub value: String,
+    pub expected: &'static [&'static str],
+}
+
+impl std::fmt::Display for UnknownChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown {} '{}': expected {}", self.what, self.value, self.expected.join(", "))
+    }
+}
+
+impl std::error::Error for UnknownChoice {}
+
+/// `FromStr` and `Display` for an enum of named choices: `choice!(Sampler, "sampler", {
+/// Sampler::Ddpm => "ddpm", Sampler::Ddim => "ddim" })`. The names are the command line's and
+/// the files'.
+#[macro_export]
+macro_rules! choice {
+    ($ty:ty, $what:literal, { $($variant:path => $name:literal),+ $(,)? }) => {
+        impl std::str::FromStr for $ty {
+            type Err = $crate::UnknownChoice;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($name => Ok($variant),)+
+                    _ => Err($crate::UnknownChoice { what: $what, value: s.to_string(), expected: &[$($name),+] }),
+                }
+            }
+        }
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(match self {
+                    $($variant => $name,)+
+                })
+            }
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +113,20 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"new");
         let left: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect();
         assert_eq!(left.len(), 1, "no temporary file is left: {left:?}");
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Pick {
+        A,
+        B,
+    }
+    choice!(Pick, "pick", { Pick::A => "a", Pick::B => "bee" });
+
+    #[test]
+    fn choices_read_and_write_their_names() {
+        assert_eq!("bee".parse::<Pick>(), Ok(Pick::B));
+        assert_eq!(Pick::A.to_string(), "a");
+        assert_eq!("c".parse::<Pick>().unwrap_err().to_string(), "unknown pick 'c': expected a, bee");
     }
 
     #[test]

@@ -23,16 +23,7 @@ pub enum LabelKind {
     Soft,
 }
 
-impl std::str::FromStr for LabelKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "hard" => Ok(LabelKind::Hard),
-            "soft" => Ok(LabelKind::Soft),
-            other => Err(format!("unknown labels '{other}': expected hard or soft")),
-        }
-    }
-}
+ims3_util::choice!(LabelKind, "labels", { LabelKind::Hard => "hard", LabelKind::Soft => "soft" });
 
 #[derive(clap::Args, Debug, Clone, PartialEq, Serialize)]
 pub struct Args {
@@ -179,7 +170,7 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
         ims3_eval::Labels::Soft(soft) => Some(Teacher::load(soft, &device)?),
         ims3_eval::Labels::Hard => None,
     };
-    eprintln!("eval: {} on {} distilled images, {} test images, {} epochs x {} seeds, {:?} labels", cfg.net, train.len(), test.len(), cfg.epochs, a.seeds.len(), a.labels);
+    eprintln!("eval: {} on {} distilled images, {} test images, {} epochs x {} seeds, {} labels", cfg.net, train.len(), test.len(), cfg.epochs, a.seeds.len(), a.labels);
     let pb = ims3_util::progress_bar((cfg.epochs * a.seeds.len()) as u64, "eval", true);
     let mut results = Vec::new();
     let sets = EvalSets { train: &train, test: &test, val: val.as_ref() };

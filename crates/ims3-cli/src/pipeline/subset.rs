@@ -123,7 +123,7 @@ pub fn run(recipe: SubsetRecipe, at: &Invocation) -> Result<()> {
         ),
     };
     let mut md = format!(
-        "# {}\n\n{} ({}), {}, {what}, {:?} labels; {} seeds. Test split: {} real images.\n\n\
+        "# {}\n\n{} ({}), {}, {what}, {} labels; {} seeds. Test split: {} real images.\n\n\
          | network | final epoch | best epoch (selected on test) | IOR | HLR | LRS | paper |\n|---|---|---|---|---|---|---|\n",
         recipe.name,
         spec.name,
