@@ -217,7 +217,7 @@ pub fn train_and_eval(
         let lr = cfg.lr_at(epoch);
         let (mut loss_sum, mut batches) = (0.0, 0usize);
         for ids in order.chunks(cfg.batch_size) {
-            let mut x = batch_pixels(train, ids, cfg, Some((seed ^ 0xa11_ce, step * cfg.batch_size as u64)));
+            let mut x = batch_pixels(train, ids, cfg, Some((seed ^ 0x000a_11ce, step * cfg.batch_size as u64)));
             let y: Vec<i64> = ids.iter().map(|&i| train.labels[i] as i64).collect();
             let n = ids.len();
             let yt = Tensor::<1, Int>::from_ints(y.as_slice(), &ad);

@@ -56,11 +56,14 @@ pub struct RealOptions {
     pub batch: usize,
     /// Skip unreadable images (counted in the report) instead of failing.
     pub skip_unreadable: bool,
+    /// Show a progress bar over the classes while encoding.
+    #[serde(skip)]
+    pub show_progress: bool,
 }
 
 impl Default for RealOptions {
     fn default() -> Self {
-        Self { max_images: 200, seed: 0, size: 256, batch: 64, skip_unreadable: false }
+        Self { max_images: 200, seed: 0, size: 256, batch: 64, skip_unreadable: false, show_progress: false }
     }
 }
 
@@ -180,7 +183,7 @@ pub struct EncodedCentroids {
 }
 
 /// Encodes every class: its real centroid (from `real`, as [`RealOptions`] say) and the
-/// centroids of its `groups` candidate subgroups of `ipc` images, with a progress bar.
+/// centroids of its `groups` candidate subgroups of `ipc` images.
 pub fn encode_centroids(
     encoder: &dyn FeatureEncoder,
     classes: &[String],
@@ -189,9 +192,8 @@ pub fn encode_centroids(
     groups: usize,
     ipc: usize,
     opts: &RealOptions,
-    show_progress: bool,
 ) -> Result<EncodedCentroids, PipelineError> {
-    let pb = ims3_util::progress_bar(classes.len() as u64, "encode classes", show_progress);
+    let pb = ims3_util::progress_bar(classes.len() as u64, "encode classes", opts.show_progress);
     let (mut real_c, mut cand_c, mut used, mut skipped) = (vec![], vec![], vec![], vec![]);
     for (k, (class, imgs)) in classes.iter().zip(candidates).enumerate() {
         let (r, n, s) = match real {

@@ -86,7 +86,7 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
         None => {
             let Some(enc) = &a.encoder else { bail!("--encoder is needed unless --centroids is given") };
             let encoder = ims3_features::load_encoder(enc, device.open()?)?;
-            let opts = RealOptions { max_images: a.real_max, seed: a.seed, skip_unreadable: a.skip_unreadable, ..Default::default() };
+            let opts = RealOptions { max_images: a.real_max, seed: a.seed, skip_unreadable: a.skip_unreadable, show_progress: true, ..Default::default() };
             let split;
             let real = match (&a.real_idx, &a.real) {
                 (Some(dir), _) => {
@@ -101,7 +101,7 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
                 (None, Some(root)) => RealImages::Folders(root),
                 (None, None) => bail!("--real or --real-idx is needed unless --centroids is given"),
             };
-            let encoded = pipeline::encode_centroids(encoder.as_ref(), &classes, &candidates, &real, a.groups, a.ipc, &opts, true)?;
+            let encoded = pipeline::encode_centroids(encoder.as_ref(), &classes, &candidates, &real, a.groups, a.ipc, &opts)?;
             (encoded, encoder.name())
         }
     };

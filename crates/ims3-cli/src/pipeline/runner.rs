@@ -122,7 +122,9 @@ impl<'a> Runner<'a> {
     /// next stage as soon as its last one ends.
     pub fn children(&mut self, stages: Vec<(String, Vec<String>)>) -> Result<()> {
         let next = AtomicUsize::new(0);
-        let outcomes: Vec<Mutex<Option<Result<(f64, bool)>>>> = stages.iter().map(|_| Mutex::new(None)).collect();
+        // Each stage's (seconds, skipped), filled in by whichever worker ran it.
+        type Outcome = Mutex<Option<Result<(f64, bool)>>>;
+        let outcomes: Vec<Outcome> = stages.iter().map(|_| Mutex::new(None)).collect();
         let workers = self.workers.min(stages.len()).max(1);
         let share = std::thread::available_parallelism().map_or(1, |n| n.get()).div_ceil(workers).max(1);
         let this = &*self;
