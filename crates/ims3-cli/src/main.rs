@@ -9,6 +9,7 @@ use std::path::PathBuf;
 mod args;
 mod commands;
 mod config_file;
+mod figures;
 mod pipeline;
 
 use commands::{convert, drift, eval, fetch, finetune, info, pretrain, sample, select, train_encoder};

@@ -87,6 +87,8 @@ fn finetune_runs_records_and_resumes() {
     assert_eq!(manifest["splits"][0]["files"], 12);
     assert!(out.join("latents.safetensors").is_file());
     assert!(out.join("checkpoints/step-00000003.safetensors").is_file());
+    let losses = std::fs::read_to_string(out.join("losses.svg")).unwrap();
+    assert!(losses.contains("\nMSE (noise prediction)\n</text>") && losses.contains("\nIM term\n</text>"), "losses.svg");
 
     // Extending the budget resumes at step 3 and reuses the latent cache.
     let r = finetune(&s, &out, &["--steps", "5", "--train-config", recipe.to_str().unwrap()]);
@@ -167,6 +169,8 @@ fn sample_then_eval_end_to_end() {
     assert_eq!(rep["test_images"], 12);
     let md = std::fs::read_to_string(out.join("eval.md")).unwrap();
     assert!(md.contains("final epoch") && md.contains("selected on the test split"), "{md}");
+    let curve = std::fs::read_to_string(out.join("curve.svg")).unwrap();
+    assert!(curve.contains("\nepoch\n</text>") && curve.contains("\nConvNet-3\n</text>"), "curve.svg");
 }
 
 /// `ims3 reproduce` with a recipe on the fixtures: every stage, then a rerun that skips them

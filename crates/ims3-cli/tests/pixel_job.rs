@@ -101,17 +101,48 @@ fn pixel_ablation_job_runs_end_to_end_and_resumes() {
             assert_eq!(std::fs::read_dir(runs.join("arms").join(arm).join(class)).unwrap().count(), 2, "{arm}/{class}");
         }
     }
-    let sheet = image::open(results.join("contact-sheet.png")).unwrap();
-    assert_eq!((sheet.width(), sheet.height()), (2 + 2 * (56 + 2), 2 + 10 * (56 + 2)));
-    let plot = image::open(results.join("embedding.png")).unwrap();
-    assert_eq!(plot.height(), 300);
+    // Every figure names what it shows: class names, methods, axes, loss terms.
+    let svg = |name: &str| std::fs::read_to_string(results.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+    let methods = ["random real subset", "plain DiT samples", "IM only", "S3 only", "IMS3 (IM + S3)"];
+    let has = |doc: &str, text: &str| doc.contains(&format!(">{text}</text>")) || doc.contains(&format!(">\n{text}\n</text>"));
+    for name in ["embedding-tsne.svg", "embedding-pca.svg"] {
+        let doc = svg(name);
+        for t in classes.iter().chain(&methods).chain(&["real (small dots)", "distilled (squares)"]) {
+            assert!(has(&doc, t), "{name}: no text {t}");
+        }
+    }
+    let doc = svg("accuracy.svg");
+    for t in methods.iter().chain(&["epoch", "test top-1 (%), mean +- std over seeds"]) {
+        assert!(has(&doc, t), "accuracy.svg: no text {t}");
+    }
+    for arm in ["random-real", "dit", "im", "s3", "ims3"] {
+        let doc = svg(&format!("distilled-{arm}.svg"));
+        assert!(classes.iter().all(|c| has(&doc, c)) && doc.contains("data:image/png;base64,"), "distilled-{arm}.svg");
+    }
+    let doc = svg("finetune-losses.svg");
+    for t in ["total loss", "MSE (noise prediction)", "IM term", "Minimax neg (diversity)", "step"] {
+        assert!(has(&doc, t), "finetune-losses.svg: no text {t}");
+    }
+    let doc = svg("s3-objective.svg");
+    assert!(has(&doc, "S3 (pretrained DiT)") && has(&doc, "IMS3 (IM fine-tuned DiT)") && doc.contains("<polyline"), "s3-objective.svg");
+    let page = svg("report.html");
+    // Self-contained: tables and inline figures, nothing fetched.
+    assert!(page.contains("<table>") && page.matches("<svg").count() >= 10, "report.html");
+    assert!(!page.contains("src=\"http") && !page.contains("<link") && !page.contains("<script"), "report.html loads something");
+    let figures: Vec<(String, Vec<u8>)> = ["embedding-tsne.svg", "accuracy.svg", "report.html"].iter().map(|n| (n.to_string(), std::fs::read(results.join(n)).unwrap())).collect();
     // The S3 rows come from the selections written by `ims3 select`.
     assert!(runs.join("ims3/selection.json").is_file() && runs.join("s3/selection.json").is_file());
 
-    // A rerun skips every subprocess stage.
+    // A rerun skips every subprocess stage, and draws the same figures byte for byte.
     let stderr = ok(reproduce(&recipe));
     for stage in ["finetune", "sample-dit", "sample-im", "select-s3", "select-ims3", "arms", "eval-ims3-seed1"] {
         assert!(stderr.contains(&format!("{stage}: done before, skipped")), "{stage}: {stderr}");
+    }
+    for (name, bytes) in &figures {
+        if name != "report.html" {
+            assert_eq!(&std::fs::read(results.join(name)).unwrap(), bytes, "{name} changed on a rerun");
+        }
     }
 
     // --from select redoes both selections and what follows, not the sampling.

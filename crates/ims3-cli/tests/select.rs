@@ -56,6 +56,11 @@ fn select_writes_the_distilled_folder_and_reselects_from_centroids() {
     assert_eq!(report["selected"].as_array().unwrap().len(), 2);
     assert_eq!(report["real_images_used"], serde_json::json!([2, 2]));
     assert!(report["objective"].as_f64().unwrap().is_finite());
+    // The objective per sweep: it starts at the closest subgroups and ends at the choice.
+    let trace = report["trace"].as_array().unwrap();
+    assert!(trace.len() >= 2 && trace.last().unwrap() == &report["objective"], "{report}");
+    let objective = std::fs::read_to_string(out.join("objective.svg")).unwrap();
+    assert!(objective.contains("\nobjective\n</text>") && objective.contains("\nS3\n</text>"), "objective.svg");
 
     // Re-selection from the saved centroids, no encoder needed, other weights.
     let out2 = root.join("out2");

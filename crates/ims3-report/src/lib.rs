@@ -1,10 +1,12 @@
-//! Pictures and measures of a distilled set, for reports.
+//! Figures, pages and measures of a run.
 //!
-//! - [`contact_sheet`]: one row of images per class.
-//! - [`Pca`]: the top principal components of feature vectors (power iteration with deflation
-//!   on the covariance), for 2-D embedding plots.
-//! - [`scatter_panels`]: panels of points, real ones small and pale, distilled ones large and
-//!   outlined, coloured by class.
+//! - `figures.rs`: SVG charts with plotters (curves with bands, small multiples, embedding
+//!   panels with class legends, line charts);
+//! - `tsne.rs`: a reproducible t-SNE (the `bhtsne` crate, seeded start, one thread);
+//! - `sheet.rs`: contact sheets labelled with the class names;
+//! - `html.rs`: the self-contained `report.html` of a run;
+//! - here: [`contact_sheet`] (the image grid no crate draws), [`Pca`] (the top principal
+//!   components by power iteration with deflation on the covariance) and [`coverage_density`].
 //! - [`coverage_density`]: Naeem et al. 2020 ("Reliable Fidelity and Diversity Metrics for
 //!   Generative Models"), with the k-nearest-neighbour balls of the real features:
 //!
@@ -13,6 +15,25 @@
 //! density   = 1 / (k M) * sum_j sum_i 1[ |Y_j - X_i| <= r_i ]      (mean balls a fake lands in, / k)
 //! coverage  = 1 / N * sum_i 1[ exists j: |Y_j - X_i| <= r_i ]      (share of real balls hit)
 //! ```
+
+pub mod figures;
+pub mod html;
+pub mod sheet;
+pub mod tsne;
+
+pub use figures::{BandSeries, EmbeddedPoint, EmbeddingPanel, TAB10, curves_with_bands, embedding_panels, line_chart, small_multiples};
+pub use html::{Figure, report_html};
+pub use sheet::labelled_contact_sheet;
+pub use tsne::{TsneOptions, tsne_2d};
+
+/// Why a figure could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("drawing failed: {0}")]
+    Draw(String),
+    #[error("t-SNE with perplexity {perplexity} needs more than {} points, got {points}", 3.0 * perplexity + 2.0)]
+    TooFewPoints { points: usize, perplexity: f64 },
+}
 
 use ims3_images::Rgb;
 
@@ -117,83 +138,6 @@ impl Pca {
     }
 }
 
-/// A class-coloured point in a panel.
-#[derive(Clone, Copy, Debug)]
-pub struct Point {
-    pub xy: [f64; 2],
-    pub class: usize,
-}
-
-/// One panel: a background cloud (the real features) and the points that matter (distilled).
-#[derive(Clone, Debug, Default)]
-pub struct Panel {
-    pub background: Vec<Point>,
-    pub foreground: Vec<Point>,
-}
-
-/// matplotlib's tab10 colours, as 0..255.
-pub const TAB10: [[u8; 3]; 10] = [
-    [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
-    [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207],
-];
-
-/// Panels side by side, each `side` pixels square on white, sharing one scale (the bounds of
-/// all points of all panels) so they can be compared. Background points: 2x2 pale dots;
-/// foreground: 7x7 squares in the class colour with a black outline. Returns an image in [-1, 1].
-pub fn scatter_panels(panels: &[Panel], side: usize) -> Rgb {
-    let gap = 8;
-    let (h, w) = (side, panels.len() * side + panels.len().saturating_sub(1) * gap);
-    let mut px = vec![255u8; 3 * h * w];
-    let all = panels.iter().flat_map(|p| p.background.iter().chain(&p.foreground));
-    let (mut lo, mut hi) = ([f64::MAX; 2], [f64::MIN; 2]);
-    for p in all {
-        for a in 0..2 {
-            lo[a] = lo[a].min(p.xy[a]);
-            hi[a] = hi[a].max(p.xy[a]);
-        }
-    }
-    let margin = 8.0;
-    let span = |a: usize| (hi[a] - lo[a]).max(1e-12);
-    let mut put = |x: i64, y: i64, c: [u8; 3]| {
-        if x >= 0 && y >= 0 && (x as usize) < w && (y as usize) < h {
-            for (k, v) in c.iter().enumerate() {
-                px[(k * h + y as usize) * w + x as usize] = *v;
-            }
-        }
-    };
-    for (i, panel) in panels.iter().enumerate() {
-        let x0 = (i * (side + gap)) as f64;
-        // Panel frame.
-        for t in 0..side as i64 {
-            for (x, y) in [(t, 0), (t, side as i64 - 1), (0, t), (side as i64 - 1, t)] {
-                put(x0 as i64 + x, y, [200, 200, 200]);
-            }
-        }
-        let at = |p: &Point| -> (i64, i64) {
-            let u = margin + (p.xy[0] - lo[0]) / span(0) * (side as f64 - 2.0 * margin);
-            let v = margin + (hi[1] - p.xy[1]) / span(1) * (side as f64 - 2.0 * margin);
-            ((x0 + u).round() as i64, v.round() as i64)
-        };
-        for p in &panel.background {
-            let (x, y) = at(p);
-            let c = TAB10[p.class % 10].map(|v| ((v as u16 + 255) / 2) as u8);
-            for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
-                put(x + dx, y + dy, c);
-            }
-        }
-        for p in &panel.foreground {
-            let (x, y) = at(p);
-            for dy in -3..=3i64 {
-                for dx in -3..=3i64 {
-                    let edge = dx.abs() == 3 || dy.abs() == 3;
-                    put(x + dx, y + dy, if edge { [0, 0, 0] } else { TAB10[p.class % 10] });
-                }
-            }
-        }
-    }
-    Rgb::new(w, h, px.iter().map(|&v| v as f32 / 127.5 - 1.0).collect())
-}
-
 fn dist(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt()
 }
@@ -260,15 +204,93 @@ mod tests {
     }
 
     #[test]
-    fn sheet_and_scatter_have_the_expected_size() {
+    fn sheet_has_the_expected_size() {
         let img = Rgb::new(2, 3, vec![0.5; 18]);
         let sheet = contact_sheet(&[vec![img.clone(), img.clone()], vec![img]], 2, 1);
         assert_eq!((sheet.width, sheet.height), (1 + 2 * (4 + 1), 1 + 2 * (6 + 1)));
         assert_eq!(sheet.at(0, 1, 1), 0.5);
         assert_eq!(sheet.at(0, 0, 0), 0.0);
-        let p = Panel { background: vec![Point { xy: [0.0, 0.0], class: 0 }], foreground: vec![Point { xy: [1.0, 1.0], class: 3 }] };
-        let s = scatter_panels(&[p.clone(), p], 50);
-        assert_eq!((s.width, s.height), (108, 50));
-        assert!(s.data.iter().any(|&v| v < 0.0));
+    }
+
+    fn texts(svg: &str) -> Vec<String> {
+        svg.split("<text").skip(1).map(|t| t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()].trim().to_string()).collect()
+    }
+
+    /// Every figure carries its title, axis labels and legend entries as SVG text, and the same
+    /// data gives the same bytes.
+    #[test]
+    fn figures_carry_titles_axes_and_legends() {
+        let series = vec![
+            BandSeries { label: "random real subset".into(), points: vec![(25.0, 60.0, 1.0), (50.0, 65.0, 0.5), (100.0, 69.5, 0.6)] },
+            BandSeries { label: "IMS3 (IM + S3)".into(), points: vec![(25.0, 50.0, 2.0), (50.0, 55.0, 1.0), (100.0, 59.6, 0.9)] },
+        ];
+        let a = curves_with_bands("Test top-1 vs epoch", "epoch", "test top-1 (%)", &series, (640, 400)).unwrap();
+        let t = texts(&a);
+        for want in ["Test top-1 vs epoch", "epoch", "test top-1 (%)", "random real subset", "IMS3 (IM + S3)"] {
+            assert!(t.iter().any(|x| x == &sheet::escape(want)), "{want} missing from {t:?}");
+        }
+        assert_eq!(a, curves_with_bands("Test top-1 vs epoch", "epoch", "test top-1 (%)", &series, (640, 400)).unwrap());
+
+        let panels = vec![("mse".to_string(), vec![(10.0, 0.5), (20.0, 0.4)]), ("im".to_string(), vec![(10.0, 0.9996), (20.0, 0.9995)])];
+        let m = small_multiples("Fine-tuning losses", "step", &panels, 2, (300, 220)).unwrap();
+        let t = texts(&m);
+        for want in ["Fine-tuning losses", "step", "mse", "im"] {
+            assert!(t.iter().any(|x| x == want), "{want} missing from {t:?}");
+        }
+
+        let classes: Vec<String> = (0..3).map(|c| format!("class {c}")).collect();
+        let pt = |x: f64, class: usize| EmbeddedPoint { xy: [x, -x], class };
+        let e = embedding_panels(
+            "t-SNE of the features",
+            "t-SNE",
+            &[
+                EmbeddingPanel { title: "DiT".into(), real: vec![pt(0.0, 0), pt(1.0, 1)], distilled: vec![pt(0.5, 2)] },
+                EmbeddingPanel { title: "IMS3".into(), real: vec![pt(0.0, 0), pt(1.0, 1)], distilled: vec![pt(0.2, 0)] },
+            ],
+            &classes,
+            300,
+        )
+        .unwrap();
+        let t = texts(&e);
+        for want in ["t-SNE of the features", "DiT", "IMS3", "t-SNE 1", "t-SNE 2", "class 0", "class 1", "class 2", "real (small dots)", "distilled (squares)"] {
+            assert!(t.iter().any(|x| x == want), "{want} missing from {t:?}");
+        }
+
+        let o = line_chart("S3 objective", "sweep", "objective", &[("IMS3".into(), vec![(0.0, 1.0), (1.0, 1.5)])], (400, 300)).unwrap();
+        assert!(texts(&o).iter().any(|x| x == "sweep") && texts(&o).iter().any(|x| x == "IMS3"));
+
+        let img = Rgb::new(2, 2, vec![0.0; 12]);
+        let sheet = labelled_contact_sheet("IMS3 <distilled>", &[vec![img.clone()], vec![img]], &["T-shirt/top".into(), "Trouser".into()], 4, 2).unwrap();
+        let t = texts(&sheet);
+        assert_eq!(t, vec!["IMS3 &lt;distilled&gt;", "T-shirt/top", "Trouser"]);
+        assert!(sheet.contains("href=\"data:image/png;base64,"));
+
+        let page = report_html("run", "# run\n\n| a | b |\n|---|---|\n| 1 | 2 |\n", &[Figure { caption: "curves".into(), svg: a }]);
+        assert!(page.contains("<table>") && page.contains("<td>2</td>") && page.contains("<figcaption>curves</figcaption>") && page.contains("<svg"));
+    }
+
+    /// t-SNE separates two far clusters and repeats exactly for a seed.
+    #[test]
+    fn tsne_is_reproducible_and_separates_clusters() {
+        let mut pts = Vec::new();
+        for c in 0..2 {
+            for i in 0..30 {
+                let base = if c == 0 { 0.0 } else { 10.0 };
+                pts.push(vec![base + (i % 5) as f64 * 0.1, base + (i / 5) as f64 * 0.1, base]);
+            }
+        }
+        let opts = TsneOptions { perplexity: 10.0, epochs: 300, seed: 3 };
+        let a = tsne_2d(&pts, &opts).unwrap();
+        assert_eq!(a, tsne_2d(&pts, &opts).unwrap());
+        let centre = |r: std::ops::Range<usize>| -> [f64; 2] {
+            let n = r.len() as f64;
+            let s = a[r].iter().fold([0.0, 0.0], |s, p| [s[0] + p[0], s[1] + p[1]]);
+            [s[0] / n, s[1] / n]
+        };
+        let (c0, c1) = (centre(0..30), centre(30..60));
+        let gap = ((c0[0] - c1[0]).powi(2) + (c0[1] - c1[1]).powi(2)).sqrt();
+        let spread = a[..30].iter().map(|p| ((p[0] - c0[0]).powi(2) + (p[1] - c0[1]).powi(2)).sqrt()).fold(0.0, f64::max);
+        assert!(gap > 2.0 * spread, "gap {gap}, spread {spread}");
+        assert!(tsne_2d(&pts[..20], &TsneOptions::default()).is_err());
     }
 }

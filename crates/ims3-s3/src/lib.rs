@@ -95,6 +95,8 @@ pub struct Selection {
     pub dist_to_real: Vec<f64>,
     /// min / mean / max of `d(c_i, c_j)` over i < j.
     pub separation: [f64; 3],
+    /// The objective of the initial choice and after each sweep (the last is `objective`).
+    pub trace: Vec<f64>,
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -209,6 +211,17 @@ impl Centroids {
                 }
             }
         }
+        // The objective of a choice, from the cached separation table.
+        let objective_of = |selected: &[usize], table: &[f32]| -> f64 {
+            let mut sep_sum = 0.0;
+            for i in 0..c {
+                for j in i + 1..c {
+                    sep_sum += table[(offset[i] + selected[i]) * c + j] as f64;
+                }
+            }
+            p.alpha * (0..c).map(|i| close[offset[i] + selected[i]]).sum::<f64>() + beta * sep_sum
+        };
+        let mut trace = vec![objective_of(&selected, &table)];
         let mut sweeps = 0;
         for _ in 0..p.max_sweeps {
             sweeps += 1;
@@ -236,18 +249,17 @@ impl Centroids {
                     }
                 }
             }
+            trace.push(objective_of(&selected, &table));
             if !improved {
                 break;
             }
         }
         let dist_to_real: Vec<f64> = (0..c).map(|i| cosine_distance(self.cand(i, selected[i]), &self.real[i])).collect();
         let mut pair = Vec::with_capacity(c * (c - 1) / 2);
-        let mut sep_sum = 0.0;
         for i in 0..c {
             for j in i + 1..c {
                 let dotv = dot32(row(offset[i] + selected[i]), row(offset[j] + selected[j]));
                 pair.push(1.0 - (dotv as f64).clamp(-1.0, 1.0));
-                sep_sum += table[(offset[i] + selected[i]) * c + j] as f64;
             }
         }
         let separation = if pair.is_empty() {
@@ -259,8 +271,8 @@ impl Centroids {
                 pair.iter().copied().fold(f64::NEG_INFINITY, f64::max),
             ]
         };
-        let objective = p.alpha * (0..c).map(|i| close[offset[i] + selected[i]]).sum::<f64>() + beta * sep_sum;
-        Ok(Selection { objective, selected, sweeps, dist_to_real, separation })
+        let objective = objective_of(&selected, &table);
+        Ok(Selection { objective, selected, sweeps, dist_to_real, separation, trace })
     }
 }
 

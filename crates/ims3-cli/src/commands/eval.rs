@@ -194,6 +194,8 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
     });
     let report = EvalReport::new(&title, &cfg, &train, &test, data, results, &super::command_line().join(" "));
     report.write(&a.out)?;
+    let curve = crate::figures::accuracy_figure(&format!("{title}: test top-1 vs epoch"), &[crate::figures::accuracy_band(&cfg.net.to_string(), &report.seeds)])?;
+    crate::figures::write(&a.out.join("curve.svg"), &curve)?;
     print!("{}", report.markdown());
     Ok(())
 }

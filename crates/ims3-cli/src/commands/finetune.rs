@@ -285,6 +285,7 @@ fn train_and_record(
         run.extend(extra);
     }
     ims3_util::write_json(&a.out.join("run.json"), &run)?;
+    crate::figures::write(&a.out.join("losses.svg"), &crate::figures::loss_figure("IM fine-tuning: loss terms vs step", &a.out.join("metrics.jsonl"))?)?;
     println!(
         "finetune: {} of {} steps{}; checkpoint {}",
         out.steps_done,

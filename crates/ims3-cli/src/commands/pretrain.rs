@@ -87,6 +87,7 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
     let ema = ck.apply_to(model, true)?;
     let path = a.out.join("model.safetensors");
     ims3_dit::save_dit(&ema, &cfg, &path)?;
+    crate::figures::write(&a.out.join("losses.svg"), &crate::figures::loss_figure("DiT pretraining: loss terms vs step", &a.out.join("metrics.jsonl"))?)?;
     println!("pretrain: {} of {} steps; EMA weights in {}", out.steps_done, out.total_steps, path.display());
     Ok(())
 }

@@ -119,6 +119,8 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
         selection,
     };
     pipeline::write_report(&a.out, &report)?;
+    let objective = crate::figures::objective_figure("S3 objective per coordinate-ascent sweep", &[("S3".to_string(), &a.out.join("selection.json"))])?;
+    crate::figures::write(&a.out.join("objective.svg"), &objective)?;
     println!(
         "selected {:?} (objective {:.6}, {} sweeps); wrote {}",
         report.selection.selected,

@@ -126,6 +126,7 @@ pub fn run(recipe: AblationRecipe, at: &Invocation) -> Result<()> {
     let measures = runner.always("report", || report(&recipe, &spec, &idx, &arms_dir, results, device))?;
     let total = started.elapsed().as_secs_f64();
     write_ablation_results(&recipe, &spec, results, &measures, &runner.timings, total, at)?;
+    let page = write_figures_and_page(&recipe, results, run_dir)?;
     let fields = serde_json::json!({
         "threads": std::thread::available_parallelism().map(|n| n.get()).ok(),
         "inputs": {
@@ -137,6 +138,7 @@ pub fn run(recipe: AblationRecipe, at: &Invocation) -> Result<()> {
     });
     runner.write_manifest(revision.as_deref(), fields, &[run_dir, results])?;
     print!("{}", std::fs::read_to_string(results.join("results.md"))?);
+    println!("\nreport: file://{}", std::fs::canonicalize(&page)?.display());
     Ok(())
 }
 
@@ -248,46 +250,106 @@ fn report(recipe: &AblationRecipe, spec: &ims3_datasets::DatasetSpec, idx: &Path
         real.push(encoder.encode(&imgs));
     }
     let all_real: Vec<Vec<f64>> = real.iter().flatten().cloned().collect();
-    let pca = ims3_report::Pca::fit(&all_real, 2);
-    let background: Vec<ims3_report::Point> = real
-        .iter()
-        .enumerate()
-        .flat_map(|(c, fs)| fs.iter().map(move |f| (c, f)))
-        .map(|(c, f)| {
-            let v = pca.project(f);
-            ims3_report::Point { xy: [v[0], v[1]], class: c }
-        })
-        .collect();
-    let mut panels = Vec::new();
+    let class_names: Vec<String> = spec.classes.iter().map(|c| c.name.clone()).collect();
     let mut measures = Vec::new();
-    for (arm, _) in ARMS {
+    let mut distilled: Vec<Vec<Vec<Vec<f64>>>> = Vec::new(); // [arm][class][image] features
+    for (arm, label) in ARMS {
         let images = read_arm(arms, arm, spec)?;
-        let sheet = ims3_report::contact_sheet(&images, 2, 2);
-        ims3_images::write_png(&results.join(format!("distilled-{arm}.png")), &to_unit(&sheet))?;
-        let mut fg = Vec::new();
+        let sheet = ims3_report::labelled_contact_sheet(&format!("{label}: {} images per class", recipe.ipc), &images, &class_names, 2, 2)?;
+        crate::figures::write(&results.join(format!("distilled-{arm}.svg")), &sheet)?;
         let (mut cov, mut den, mut cd, mut spread) = (0.0, 0.0, 0.0, 0.0);
+        let mut feats = Vec::new();
         for (c, imgs) in images.iter().enumerate() {
             let f = encoder.encode(imgs);
-            for v in &f {
-                let p = pca.project(v);
-                fg.push(ims3_report::Point { xy: [p[0], p[1]], class: c });
-            }
             let (cv, dn) = ims3_report::coverage_density(&real[c], &f, recipe.report.k);
             cov += cv;
             den += dn;
             cd += ims3_s3::cosine_distance(&ims3_s3::centroid(&f), &ims3_s3::centroid(&real[c]));
             spread += mean_pairwise(&f);
+            feats.push(f);
         }
         let n = images.len() as f64;
         measures.push(ArmMeasures { arm: arm.to_string(), coverage: cov / n, density: den / n, centroid_distance: cd / n, spread: spread / n });
-        panels.push(ims3_report::Panel { background: background.clone(), foreground: fg });
+        distilled.push(feats);
     }
     let real_spread = real.iter().map(|f| mean_pairwise(f)).sum::<f64>() / real.len() as f64;
     measures.push(ArmMeasures { arm: "real (reference)".into(), coverage: f64::NAN, density: f64::NAN, centroid_distance: 0.0, spread: real_spread });
-    ims3_images::write_png(&results.join("embedding.png"), &to_unit(&ims3_report::scatter_panels(&panels, 300)))?;
     // The IMS3 set is the job's product: its sheet also under the plain name.
-    std::fs::copy(results.join("distilled-ims3.png"), results.join("contact-sheet.png"))?;
+    std::fs::copy(results.join("distilled-ims3.svg"), results.join("contact-sheet.svg"))?;
+
+    // Embeddings of real and distilled features, one panel per method on one shared map: PCA
+    // fitted on the real features, and t-SNE (as the paper) fitted jointly on every method's
+    // distilled features and the first `TSNE_REAL_PER_CLASS` real ones of each class.
+    // Panels from one 2-D position per plotted feature, in the order: the first
+    // `real_per_class` real features of each class, then each method's distilled features
+    // class by class.
+    let panels = |xy: &[[f64; 2]], real_per_class: usize| -> Vec<ims3_report::EmbeddingPanel> {
+        let mut at = xy.iter();
+        let mut next = || *at.next().expect("one position per plotted feature");
+        let real_pts: Vec<ims3_report::EmbeddedPoint> =
+            real.iter().enumerate().flat_map(|(c, fs)| (0..fs.len().min(real_per_class)).map(move |_| c)).map(|c| ims3_report::EmbeddedPoint { xy: next(), class: c }).collect();
+        ARMS.iter()
+            .zip(&distilled)
+            .map(|((_, label), feats)| ims3_report::EmbeddingPanel {
+                title: label.to_string(),
+                real: real_pts.clone(),
+                distilled: feats.iter().enumerate().flat_map(|(c, fs)| (0..fs.len()).map(move |_| c)).map(|c| ims3_report::EmbeddedPoint { xy: next(), class: c }).collect(),
+            })
+            .collect()
+    };
+    let plotted = |real_per_class: usize| -> Vec<Vec<f64>> {
+        let mut v: Vec<Vec<f64>> = real.iter().flat_map(|fs| fs.iter().take(real_per_class).cloned()).collect();
+        v.extend(distilled.iter().flatten().flatten().cloned());
+        v
+    };
+    let pca = ims3_report::Pca::fit(&all_real, 2);
+    let pca_xy: Vec<[f64; 2]> = plotted(TSNE_REAL_PER_CLASS).iter().map(|f| {
+        let v = pca.project(f);
+        [v[0], v[1]]
+    }).collect();
+    let title = |how: &str| format!("{how} of the encoder features: real training images (dots) and each method's distilled images (squares)");
+    crate::figures::write(&results.join("embedding-pca.svg"), &ims3_report::embedding_panels(&title("PCA"), "PC", &panels(&pca_xy, TSNE_REAL_PER_CLASS), &class_names, 320)?)?;
+    let tsne_xy = ims3_report::tsne_2d(&plotted(TSNE_REAL_PER_CLASS), &ims3_report::TsneOptions { seed: recipe.seed, ..Default::default() })?;
+    let tsne_panels = panels(&tsne_xy, TSNE_REAL_PER_CLASS);
+    crate::figures::write(&results.join("embedding-tsne.svg"), &ims3_report::embedding_panels(&title("t-SNE"), "t-SNE", &tsne_panels, &class_names, 320)?)?;
     Ok(measures)
+}
+
+/// Real features per class in the t-SNE fit (with every distilled one): enough to show the
+/// class clouds, few enough for the exact gradient.
+const TSNE_REAL_PER_CLASS: usize = 100;
+
+/// The figures of the whole run beside `results.md`, and `report.html` holding it and them.
+fn write_figures_and_page(recipe: &AblationRecipe, results: &Path, run_dir: &Path) -> Result<PathBuf> {
+    let mut bands = Vec::new();
+    for (arm, label) in ARMS {
+        let seeds: Vec<ims3_eval::SeedResult> = recipe.eval.seeds.iter().map(|&s| read_eval(&eval_dir(results, arm, s)).map(|r| r.seeds)).collect::<Result<Vec<_>>>()?.into_iter().flatten().collect();
+        bands.push(crate::figures::accuracy_band(label, &seeds));
+    }
+    let accuracy = crate::figures::accuracy_figure(&format!("{} on each distilled set: test top-1 vs epoch", recipe.eval.net), &bands)?;
+    let losses = crate::figures::loss_figure("IM fine-tuning of the DiT: loss terms vs step", &run_dir.join("finetune/metrics.jsonl"))?;
+    let (s3, ims3) = (run_dir.join("s3/selection.json"), run_dir.join("ims3/selection.json"));
+    let objective = crate::figures::objective_figure("S3 objective per sweep", &[("S3 (pretrained DiT)".to_string(), &s3), ("IMS3 (IM fine-tuned DiT)".to_string(), &ims3)])?;
+    for (name, svg) in [("accuracy.svg", &accuracy), ("finetune-losses.svg", &losses), ("s3-objective.svg", &objective)] {
+        crate::figures::write(&results.join(name), svg)?;
+    }
+    let read = |name: &str| std::fs::read_to_string(results.join(name)).with_context(|| format!("{}: cannot read", results.join(name).display()));
+    let mut figures = vec![ims3_report::Figure { caption: "Test top-1 vs epoch (mean and band of one std over seeds)".into(), svg: accuracy }];
+    for (caption, file) in [
+        ("t-SNE of real and distilled features", "embedding-tsne.svg"),
+        ("PCA of real and distilled features", "embedding-pca.svg"),
+    ] {
+        figures.push(ims3_report::Figure { caption: caption.into(), svg: read(file)? });
+    }
+    for (arm, label) in ARMS {
+        figures.push(ims3_report::Figure { caption: format!("Distilled set: {label}"), svg: read(&format!("distilled-{arm}.svg"))? });
+    }
+    figures.push(ims3_report::Figure { caption: "IM fine-tuning losses".into(), svg: losses });
+    figures.push(ims3_report::Figure { caption: "S3 objective per sweep".into(), svg: objective });
+    let page = ims3_report::report_html(&recipe.name, &read("results.md")?, &figures);
+    let path = results.join("report.html");
+    ims3_util::atomic_write(&path, page.as_bytes())?;
+    Ok(path)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -352,8 +414,10 @@ no full-data run exists for this protocol, so HLR and LRS are not given.\n\n\
             md.push_str(&format!("| {} | {} | {} |\n", l.method, l.top1, l.source));
         }
     }
-    md.push_str("\nPictures: `contact-sheet.png` (IMS3, one row per class), `distilled-<method>.png` for each row of the table, `embedding.png` \
-(PCA of the encoder features fitted on the real images; panels left to right: random real, DiT, IM, S3, IMS3; small pale dots are real training images, outlined squares the distilled ones, colours are classes).\n");
+    md.push_str("\nFigures (also in `report.html`): `accuracy.svg` (test top-1 vs epoch per method, mean and one-std band over seeds), \
+`embedding-tsne.svg` and `embedding-pca.svg` (the encoder features of real training images and of each method's distilled images, one panel per method), \
+`contact-sheet.svg` (IMS3) and `distilled-<method>.svg` (each set, one row per class, class names beside), `finetune-losses.svg` (the IM fine-tuning's loss terms vs step), \
+`s3-objective.svg` (the S3 objective per coordinate-ascent sweep, for S3 and IMS3).\n");
     md.push_str(&stage_table(timings));
     md.push_str(&format!(
         "\nWall time of this invocation: {total:.0} s on {} threads. Produced by: `ims3 --device {} reproduce {}` (via `cargo xtask reproduce {}`).\n",

@@ -169,13 +169,66 @@ pub fn run(recipe: SubsetRecipe, at: &Invocation) -> Result<()> {
         "results": json_rows,
     });
     write_results(results, &summary, &md)?;
+    let page = write_figures_and_page(&recipe, &spec, &rows, &distilled, run_dir, results)?;
     let fields = serde_json::json!({
         "seeds": {"pipeline": recipe.seed, "eval": recipe.eval.seeds},
         "inputs": {"dit": dit.display().to_string(), "vae": vae.display().to_string(), "encoder": encoder.display().to_string(), "data": manifest},
     });
     runner.write_manifest(revision.as_deref(), fields, &[run_dir])?;
     print!("{md}");
+    println!("\nreport: file://{}", std::fs::canonicalize(&page)?.display());
     Ok(())
+}
+
+/// The run's figures (test top-1 vs epoch per network, the distilled set with class names,
+/// the fine-tuning losses and the S3 objective where those stages ran) and `report.html`.
+fn write_figures_and_page(
+    recipe: &SubsetRecipe,
+    spec: &ims3_datasets::DatasetSpec,
+    rows: &[(String, EvalReport)],
+    distilled: &Path,
+    run_dir: &Path,
+    results: &Path,
+) -> Result<std::path::PathBuf> {
+    let mut figures = Vec::new();
+    let bands: Vec<_> = rows.iter().map(|(_, r)| crate::figures::accuracy_band(&r.net, &r.seeds)).collect();
+    let accuracy = crate::figures::accuracy_figure(&format!("{}: test top-1 vs epoch", recipe.name), &bands)?;
+    crate::figures::write(&results.join("accuracy.svg"), &accuracy)?;
+    figures.push(ims3_report::Figure { caption: "Test top-1 vs epoch (mean and band of one std over seeds)".into(), svg: accuracy });
+    let class_names: Vec<String> = spec.classes.iter().map(|c| c.name.clone()).collect();
+    let images: Vec<Vec<ims3_images::Rgb>> = spec
+        .classes
+        .iter()
+        .map(|c| -> Result<Vec<ims3_images::Rgb>> {
+            ims3_images::list_images(&distilled.join(&c.wnid))?.iter().map(|f| Ok(ims3_images::read_rgb(f)?.map(|v| v * 2.0 - 1.0))).collect()
+        })
+        .collect::<Result<_>>()?;
+    // Large images are shown at a quarter of their side.
+    let big = images.iter().flatten().any(|i| i.width > 64);
+    let small: Vec<Vec<ims3_images::Rgb>> = if big {
+        images.iter().map(|row| row.iter().map(|i| ims3_images::resize_bilinear(i, i.height / 4, i.width / 4)).collect()).collect()
+    } else {
+        images
+    };
+    let sheet = ims3_report::labelled_contact_sheet(&format!("{}: the distilled set", recipe.name), &small, &class_names, if big { 1 } else { 2 }, 2)?;
+    crate::figures::write(&results.join("contact-sheet.svg"), &sheet)?;
+    figures.push(ims3_report::Figure { caption: "The distilled set, one row per class".into(), svg: sheet });
+    let metrics = run_dir.join("finetune/metrics.jsonl");
+    if recipe.method == Method::Diffusion && recipe.finetune && metrics.is_file() {
+        let losses = crate::figures::loss_figure("IM fine-tuning: loss terms vs step", &metrics)?;
+        crate::figures::write(&results.join("finetune-losses.svg"), &losses)?;
+        figures.push(ims3_report::Figure { caption: "IM fine-tuning losses".into(), svg: losses });
+    }
+    let selection = run_dir.join("selected/selection.json");
+    if recipe.method == Method::Diffusion && selection.is_file() {
+        let objective = crate::figures::objective_figure("S3 objective per sweep", &[("S3".to_string(), &selection)])?;
+        crate::figures::write(&results.join("s3-objective.svg"), &objective)?;
+        figures.push(ims3_report::Figure { caption: "S3 objective per sweep".into(), svg: objective });
+    }
+    let md = std::fs::read_to_string(results.join("results.md"))?;
+    let path = results.join("report.html");
+    ims3_util::atomic_write(&path, ims3_report::report_html(&recipe.name, &md, &figures).as_bytes())?;
+    Ok(path)
 }
 
 /// `ipc` real training images per class, drawn from the sorted file list with
