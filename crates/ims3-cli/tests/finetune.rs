@@ -249,6 +249,13 @@ fn reproduce_runs_every_stage_and_resumes() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let md = std::fs::read_to_string(results.join("results.md")).unwrap();
     assert!(md.contains("| ConvNet-3 |") && md.contains("| 12.5 |"), "{md}");
+    // Its figures and page: accuracy per network, the distilled set with class names, the
+    // fine-tuning losses, the S3 objective, all inline in report.html.
+    let fig = |n: &str| std::fs::read_to_string(results.join(n)).unwrap_or_else(|e| panic!("{n}: {e}"));
+    assert!(fig("accuracy.svg").contains("\nConvNet-3\n</text>"));
+    assert!(fig("contact-sheet.svg").contains(">a</text>") && fig("contact-sheet.svg").contains(">b</text>"));
+    assert!(fig("finetune-losses.svg").contains("\nIM term\n</text>") && fig("s3-objective.svg").contains("\nS3\n</text>"));
+    assert_eq!(fig("report.html").matches("<svg").count(), 4);
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(results.join("results.json")).unwrap()).unwrap();
     assert_eq!(summary["results"][0]["paper"], 12.5);
     // DD-Ranking's scores, paired with the baselines' seed 0 (one seed: std 0).

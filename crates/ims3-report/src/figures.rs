@@ -50,6 +50,11 @@ fn padded(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
+/// Tick labels for counts (epochs, steps, sweeps): whole numbers, and nothing between them.
+fn integer_ticks(x: &f64) -> String {
+    if (x - x.round()).abs() < 1e-9 { format!("{x:.0}") } else { String::new() }
+}
+
 /// One line with a band: `(x, mean, std)` per point.
 #[derive(Clone, Debug)]
 pub struct BandSeries {
@@ -72,7 +77,7 @@ pub fn curves_with_bands(title: &str, x_label: &str, y_label: &str, series: &[Ba
             .y_label_area_size(56)
             .build_cartesian_2d(xs.0..xs.1, ys.0..ys.1)
             .map_err(err)?;
-        chart.configure_mesh().x_desc(x_label).y_desc(y_label).x_label_formatter(&|x| format!("{x:.0}")).draw().map_err(err)?;
+        chart.configure_mesh().x_desc(x_label).y_desc(y_label).x_label_formatter(&integer_ticks).draw().map_err(err)?;
         for (i, s) in series.iter().enumerate() {
             let c = colour(i);
             let mut band: Vec<(f64, f64)> = s.points.iter().map(|p| (p.0, p.1 + p.2)).collect();
@@ -122,7 +127,7 @@ fn draw_lines(
         .y_label_area_size(60)
         .build_cartesian_2d(xs.0..xs.1, ys.0..ys.1)
         .map_err(err)?;
-    chart.configure_mesh().x_desc(x_label).y_desc(y_label).x_label_formatter(&|x| format!("{x:.0}")).draw().map_err(err)?;
+    chart.configure_mesh().x_desc(x_label).y_desc(y_label).x_label_formatter(&integer_ticks).draw().map_err(err)?;
     for (i, (label, points)) in series.iter().enumerate() {
         let c = colour(i);
         chart
