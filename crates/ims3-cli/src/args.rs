@@ -73,6 +73,7 @@ mod tests {
             folder_index_labels: true,
             heads: Some(6),
             seed: 9,
+            shard: Some("1/3".parse().unwrap()),
             out: p("out"),
         };
         assert!(matches!(parse(to_args("sample", &s)), Command::Sample(back) if back == s));

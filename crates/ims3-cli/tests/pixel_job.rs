@@ -38,6 +38,16 @@ fn make_split(dir: &Path, prefix: &str, per_class: usize, salt: u32) {
     write_idx(&dir.join(format!("{prefix}-labels-idx1-ubyte")), &[n], &labels);
 }
 
+/// Every file below `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
+}
+
 fn ok(out: std::process::Output) -> String {
     assert!(out.status.success(), "stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -156,6 +166,18 @@ fn pixel_ablation_job_runs_end_to_end_and_resumes() {
     let sample = |sampler: &str, out: &Path| ims3().args(["sample", "--dataset", "fashion-mnist", "--per-class", "2", "--steps", "3", "--sampler", sampler, "--dit"]).arg(&dit).arg("--out").arg(out).output().unwrap();
     ok(sample("ddim", &d.join("ddim")));
     assert!(d.join("ddim/9-ankle-boot.safetensors").is_file() && d.join("ddim/png/9-ankle-boot/0001.png").is_file());
+    // Two workers sharing the classes (--shard 0/2, 1/2) into one folder write exactly what one
+    // worker writes.
+    let sharded = d.join("sharded");
+    for shard in ["0/2", "1/2"] {
+        ok(ims3().args(["sample", "--dataset", "fashion-mnist", "--per-class", "2", "--steps", "3", "--sampler", "ddim", "--shard", shard, "--dit"]).arg(&dit).arg("--out").arg(&sharded).output().unwrap());
+    }
+    let files = |dir: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<(String, Vec<u8>)> = walk(dir).into_iter().map(|p| (p.strip_prefix(dir).unwrap().display().to_string(), std::fs::read(&p).unwrap())).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(files(&sharded), files(&d.join("ddim")));
     let out = sample("euler", &d.join("euler"));
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("unknown sampler 'euler': expected ddpm, ddim"), "{out:?}");
 

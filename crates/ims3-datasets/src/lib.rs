@@ -14,10 +14,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-const BUILTIN: [(&str, &str); 4] = [
+const BUILTIN: [(&str, &str); 6] = [
     ("imagewoof", include_str!("../../../datasets/imagewoof.toml")),
     ("imagenette", include_str!("../../../datasets/imagenette.toml")),
     ("imageidc", include_str!("../../../datasets/imageidc.toml")),
+    ("imagenet100", include_str!("../../../datasets/imagenet100.toml")),
+    ("imagenet1k", include_str!("../../../datasets/imagenet1k.toml")),
     ("fashion-mnist", include_str!("../../../datasets/fashion-mnist.toml")),
 ];
 
@@ -43,12 +45,17 @@ pub struct DatasetSpec {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
-    #[error("unknown dataset '{0}' (known: imagewoof, imagenette, imageidc, fashion-mnist, or a path to a spec .toml)")]
+    #[error("unknown dataset '{0}' (known: imagewoof, imagenette, imageidc, imagenet100, imagenet1k, fashion-mnist, or a path to a spec .toml)")]
     Unknown(String),
     #[error("{path}: {why}")]
     Spec { path: String, why: String },
     #[error("{path}: missing; expected <root>/<split>/<wnid>/ image folders")]
     MissingSplit { path: PathBuf },
+    #[error(
+        "{path}: {files} images lie directly in the split folder, none in class folders (ILSVRC's flat val/); move each image into <split>/<wnid>/ first, \
+         e.g. with the labels of LOC_val_solution.csv (the first wnid of each row) or the usual valprep.sh"
+    )]
+    FlatSplit { path: PathBuf, files: usize },
     #[error("{root}: does not match the {dataset} spec: {why}")]
     Mismatch { root: PathBuf, dataset: String, why: String },
     #[error("{path}: cannot read")]
@@ -197,6 +204,12 @@ pub fn scan(root: &Path, split: &str, spec: &DatasetSpec) -> Result<Scanned, Dat
         .filter(|e| e.path().is_dir())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
+    if present.is_empty() {
+        let flat = ims3_images::list_images(&dir)?.len();
+        if flat > 0 {
+            return Err(DatasetError::FlatSplit { path: dir, files: flat });
+        }
+    }
     let wanted: BTreeSet<String> = spec.classes.iter().map(|c| c.wnid.clone()).collect();
     let missing: Vec<&String> = wanted.difference(&present).collect();
     let extra: Vec<&String> = present.difference(&wanted).collect();
@@ -280,11 +293,46 @@ impl Manifest {
 mod tests {
     use super::*;
 
+    /// ImageNet-1K is the sorted wnid list with index = position; every other ImageNet spec's
+    /// (wnid, index) pairs are rows of it; ImageNet-100 starts with ImageIDC, in IDC's order.
+    #[test]
+    fn imagenet_specs_agree_with_the_1k_table() {
+        let k = DatasetSpec::get("imagenet1k").unwrap();
+        assert_eq!(k.classes.len(), 1000);
+        assert!(k.classes.iter().enumerate().all(|(i, c)| c.imagenet == i as i64));
+        assert!(k.classes.windows(2).all(|w| w[0].wnid < w[1].wnid));
+        assert_eq!((k.classes[0].wnid.as_str(), k.classes[999].wnid.as_str()), ("n01440764", "n15075141"));
+        for name in ["imagewoof", "imagenette", "imageidc", "imagenet100"] {
+            for c in DatasetSpec::get(name).unwrap().classes {
+                assert_eq!(k.classes[c.imagenet as usize].wnid, c.wnid, "{name}: {} is not ImageNet index {}", c.wnid, c.imagenet);
+            }
+        }
+        let h = DatasetSpec::get("imagenet100").unwrap();
+        assert_eq!(h.classes.len(), 100);
+        let idc: Vec<String> = DatasetSpec::get("imageidc").unwrap().classes.into_iter().map(|c| c.wnid).collect();
+        assert_eq!(h.classes[..10].iter().map(|c| c.wnid.clone()).collect::<Vec<_>>(), idc);
+    }
+
+    /// A flat split (ILSVRC's val/) is refused with what to do about it.
+    #[test]
+    fn flat_val_folder_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("val")).unwrap();
+        image::RgbImage::new(2, 2).save(dir.path().join("val/ILSVRC2012_val_00000001.png")).unwrap();
+        let e = scan(dir.path(), "val", &DatasetSpec::get("imagenet100").unwrap()).unwrap_err().to_string();
+        assert!(e.contains("directly in the split folder") && e.contains("LOC_val_solution.csv"), "{e}");
+    }
+
     #[test]
     fn builtin_specs_parse_and_follow_the_reference_order() {
         for name in DatasetSpec::builtin_names() {
             let s = DatasetSpec::get(name).unwrap();
-            assert_eq!(s.classes.len(), 10, "{name}");
+            let want = match name {
+                "imagenet100" => 100,
+                "imagenet1k" => 1000,
+                _ => 10,
+            };
+            assert_eq!(s.classes.len(), want, "{name}");
         }
         let woof = DatasetSpec::get("imagewoof").unwrap();
         let idx: Vec<i64> = woof.classes.iter().map(|c| c.imagenet).collect();

@@ -58,6 +58,50 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// One of `count` workers sharing a list of independent work items (`--shard index/count`):
+/// item `k` belongs to worker `k % count`. Every item draws from its own random stream, so the
+/// union of the shards' outputs is the single worker's, bit for bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole list in one worker.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// Whether work item `item` is this worker's.
+    pub fn owns(&self, item: usize) -> bool {
+        item % self.count == self.index
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("'{s}' is not a shard: expected i/n with 0 <= i < n, e.g. 0/4");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (usize, usize) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl serde::Serialize for Shard {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// A value that is none of a choice's names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownChoice {
@@ -121,6 +165,17 @@ mod tests {
         B,
     }
     choice!(Pick, "pick", { Pick::A => "a", Pick::B => "bee" });
+
+    #[test]
+    fn shards_split_a_list_without_overlap() {
+        let s: Shard = "1/3".parse().unwrap();
+        assert_eq!((s.to_string(), (0..7).filter(|&k| s.owns(k)).collect::<Vec<_>>()), ("1/3".to_string(), vec![1, 4]));
+        let all: Vec<usize> = (0..3).flat_map(|i| (0..10).filter(move |&k| Shard { index: i, count: 3 }.owns(k))).collect();
+        assert_eq!(all.len(), 10);
+        for bad in ["3/3", "1", "a/2", "0/0"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn choices_read_and_write_their_names() {

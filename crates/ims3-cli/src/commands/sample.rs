@@ -52,6 +52,11 @@ pub struct Args {
     pub heads: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// This worker's share of the classes (`i/n`: the classes k with k mod n = i), for several
+    /// workers writing into the same --out; their union equals one worker's output, bit for bit
+    /// (each class draws from its own noise stream).
+    #[arg(long)]
+    pub shard: Option<ims3_util::Shard>,
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -71,7 +76,8 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
     let opts = CandidateOptions { cfg_scale: a.cfg_scale, batch: a.batch, sampler: a.sampler, seed: a.seed, show_progress: true };
     let quirk = spec.folder_index_labels();
     std::fs::create_dir_all(&a.out)?;
-    for (k, class) in spec.classes.iter().enumerate() {
+    let shard = a.shard.unwrap_or(ims3_util::Shard::ALL);
+    for (k, class) in spec.classes.iter().enumerate().filter(|(k, _)| shard.owns(*k)) {
         let label = if a.folder_index_labels { quirk[k] } else { class.imagenet };
         if let Ok(done) = ims3_s3::pipeline::read_candidates(&a.out, &class.wnid)
             && done.len() == a.per_class

@@ -24,11 +24,15 @@ macro_rules! builtin {
     };
 }
 
-const BUILTIN: [(&str, &str); 20] = builtin![
+const BUILTIN: [(&str, &str); 24] = builtin![
     "fashion-mnist-ipc10",
     "imageidc-full",
     "imageidc-ipc1",
     "imageidc-ipc1-random",
+    "imagenet100-ipc10",
+    "imagenet100-ipc10-random",
+    "imagenet1k-ipc10",
+    "imagenet1k-ipc10-random",
     "imagenette-full",
     "imagenette-ipc10",
     "imagenette-ipc10-random",
