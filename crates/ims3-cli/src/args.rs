@@ -97,6 +97,7 @@ mod tests {
             real_max: 11,
             seed: 4,
             skip_unreadable: true,
+            shard: Some("0/2".parse().unwrap()),
         };
         assert!(matches!(parse(to_args("select", &sel)), Command::Select(back) if back == sel));
 
@@ -121,6 +122,7 @@ mod tests {
             temperature: 4.0,
             test_transform: Some(ims3_augment::TestTransform::Resize8of7CenterCrop),
             color_jitter: Some(ims3_augment::ColorJitterKind::Pil),
+            shard: Some("2/3".parse().unwrap()),
             out: p("o"),
         };
         assert!(matches!(parse(to_args("eval", &ev)), Command::Eval(back) if back == ev));

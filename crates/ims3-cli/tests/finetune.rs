@@ -171,6 +171,32 @@ fn sample_then_eval_end_to_end() {
     assert!(md.contains("final epoch") && md.contains("selected on the test split"), "{md}");
     let curve = std::fs::read_to_string(out.join("curve.svg")).unwrap();
     assert!(curve.contains("\nepoch\n</text>") && curve.contains("\nConvNet-3\n</text>"), "curve.svg");
+
+    // The seeds shared by two workers (--shard), then a run that writes the report: the same
+    // per-seed results as the single run; a rerun trains nothing.
+    let sharded = s._dir.path().join("eval-shards");
+    let eval = |extra: &[&str]| {
+        let r = ims3()
+            .arg("eval")
+            .args(["--distilled".as_ref(), cands.join("png").as_os_str(), "--test".as_ref(), s.root.join("train").as_os_str()])
+            .args(["--dataset".as_ref(), s.spec.as_os_str(), "--out".as_ref(), sharded.as_os_str()])
+            .args(["--net", "convnet3", "--size", "32", "--epochs", "2", "--seeds", "0,1", "--lr", "0.01"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        String::from_utf8_lossy(&r.stderr).into_owned()
+    };
+    eval(&["--shard", "1/2"]);
+    assert!(!sharded.join("eval.json").exists() && sharded.join("seeds/seed-1.json").is_file());
+    eval(&["--shard", "0/2"]);
+    let last = eval(&[]);
+    assert!(last.contains("0 of 2 seeds to run"), "{last}");
+    let strip = |v: serde_json::Value| -> Vec<serde_json::Value> {
+        v["seeds"].as_array().unwrap().iter().map(|s| { let mut s = s.clone(); s.as_object_mut().unwrap().remove("seconds"); s }).collect()
+    };
+    let read = |d: &std::path::Path| serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(d.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(strip(read(&sharded)), strip(read(&out)));
 }
 
 /// `ims3 reproduce` with a recipe on the fixtures: every stage, then a rerun that skips them

@@ -178,6 +178,31 @@ fn pixel_ablation_job_runs_end_to_end_and_resumes() {
         v
     };
     assert_eq!(files(&sharded), files(&d.join("ddim")));
+    // S3's encoding shared by two workers (--shard 0/2, 1/2), then a run that selects: the same
+    // selection, images and centroids as one run.
+    let select = |out: &Path, shard: Option<&str>| {
+        let mut c = ims3();
+        c.args(["select", "--groups", "1", "--ipc", "2", "--real-max", "5", "--dataset", "fashion-mnist", "--encoder"])
+            .arg(&enc)
+            .arg("--real-idx")
+            .arg(&idx)
+            .arg("--candidates")
+            .arg(d.join("ddim"))
+            .arg("--out")
+            .arg(out);
+        if let Some(s) = shard {
+            c.args(["--shard", s]);
+        }
+        ok(c.output().unwrap());
+    };
+    select(&d.join("sel-one"), None);
+    select(&d.join("sel-shards"), Some("1/2"));
+    assert!(!d.join("sel-shards/selection.json").exists(), "a shard only encodes");
+    select(&d.join("sel-shards"), Some("0/2"));
+    select(&d.join("sel-shards"), None);
+    for f in ["selection.json", "centroids.safetensors", "final_distilled/train/9-ankle-boot/0001.png"] {
+        assert_eq!(std::fs::read(d.join("sel-one").join(f)).unwrap(), std::fs::read(d.join("sel-shards").join(f)).unwrap(), "{f}");
+    }
     let out = sample("euler", &d.join("euler"));
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("unknown sampler 'euler': expected ddpm, ddim"), "{out:?}");
 

@@ -287,6 +287,18 @@ impl EvalConfig {
         cfg
     }
 
+    /// Every setting that defines the protocol, as recorded in `eval.json` (the network is the
+    /// report's `net`, the epochs its `epochs`).
+    pub fn settings_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "size": self.size, "channels": self.channels, "batch_size": self.batch_size, "lr": self.lr,
+            "optimizer": self.optimizer, "schedule": self.schedule, "labels": self.labels,
+            "cutmix_beta": self.cutmix_beta, "eval_every": self.eval_every,
+            "norm": self.norm, "augment": format!("{:?}", self.augment),
+            "convnet_width": self.convnet_width, "test_transform": self.test_transform, "mean": self.mean, "std": self.std,
+        })
+    }
+
     /// The learning rate during `epoch` (0-based).
     pub fn lr_at(&self, epoch: usize) -> f64 {
         match &self.schedule {

@@ -13,6 +13,24 @@ pub struct ImageSet {
 }
 
 impl ImageSet {
+    /// SHA-256 over the set's classes, labels and pixels, in order: two sets with the same
+    /// value train alike.
+    pub fn sha256(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for c in &self.classes {
+            h.update(c.as_bytes());
+            h.update([0]);
+        }
+        for (img, &label) in self.images.iter().zip(&self.labels) {
+            h.update((label as u64).to_le_bytes());
+            h.update((img.width as u64).to_le_bytes());
+            h.update((img.height as u64).to_le_bytes());
+            h.update(&img.data);
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Reads `<root>/<class>/*` for each class name in order; a missing or empty class folder
     /// is an error naming it.
     pub fn read(root: &std::path::Path, classes: &[String]) -> Result<Self, EvalError> {

@@ -182,40 +182,125 @@ pub struct EncodedCentroids {
     pub real_images_skipped: Vec<usize>,
 }
 
-/// Encodes every class: its real centroid (from `real`, as [`RealOptions`] say) and the
-/// centroids of its `groups` candidate subgroups of `ipc` images.
-pub fn encode_centroids(
-    encoder: &dyn FeatureEncoder,
-    classes: &[String],
-    candidates: &[Vec<Rgb>],
-    real: &RealImages,
-    groups: usize,
-    ipc: usize,
-    opts: &RealOptions,
-) -> Result<EncodedCentroids, PipelineError> {
-    let pb = ims3_util::progress_bar(classes.len() as u64, "encode classes", opts.show_progress);
-    let (mut real_c, mut cand_c, mut used, mut skipped) = (vec![], vec![], vec![], vec![]);
-    for (k, (class, imgs)) in classes.iter().zip(candidates).enumerate() {
-        let (r, n, s) = match real {
-            RealImages::Idx { split, labels, name } => {
-                let label = labels[k];
-                let (r, n) = real_centroid_idx(encoder, split, label, opts);
-                if n == 0 {
-                    return Err(PipelineError::NoRealImages { source_name: name.clone(), label, class: class.clone() });
-                }
-                (r, n, 0)
+/// One class's work item of S3's encoding: its real centroid and the centroids of its G
+/// candidate subgroups (row-major [G, D]), with how many real images went in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassCentroids {
+    pub real: Vec<f64>,
+    pub candidates: Vec<f64>,
+    pub used: usize,
+    pub skipped: usize,
+}
+
+impl ClassCentroids {
+    /// Writes the item as safetensors, in float64 (so a run that reads it back selects exactly
+    /// as one that kept it in memory), atomically.
+    pub fn save(&self, path: &Path) -> Result<(), PipelineError> {
+        let format = |source| PipelineError::Format { path: path.to_path_buf(), source };
+        let (r, c): (Vec<u8>, Vec<u8>) = (self.real.iter().flat_map(|v| v.to_le_bytes()).collect(), self.candidates.iter().flat_map(|v| v.to_le_bytes()).collect());
+        let views = vec![
+            ("real".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F64, vec![self.real.len()], &r).map_err(format)?),
+            ("candidates".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F64, vec![self.candidates.len()], &c).map_err(format)?),
+        ];
+        let meta: std::collections::HashMap<String, String> = [("used".to_string(), self.used.to_string()), ("skipped".to_string(), self.skipped.to_string())].into();
+        atomic_write(path, &safetensors::serialize(views, Some(meta)).map_err(format)?)
+    }
+
+    /// Reads an item written by [`ClassCentroids::save`].
+    pub fn load(path: &Path) -> Result<Self, PipelineError> {
+        let format = |source| PipelineError::Format { path: path.to_path_buf(), source };
+        let layout = |why: String| PipelineError::Layout { path: path.to_path_buf(), why };
+        let bytes = std::fs::read(path).map_err(|source| PipelineError::Io { path: path.to_path_buf(), source })?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(format)?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let count = |k: &str| meta.get(k).and_then(|v| v.parse::<usize>().ok()).ok_or_else(|| layout(format!("no '{k}' count in the header")));
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(format)?;
+        let read = |name: &str| -> Result<Vec<f64>, PipelineError> {
+            let v = st.tensor(name).map_err(format)?;
+            if v.dtype() != safetensors::Dtype::F64 {
+                return Err(layout(format!("{name} must be float64")));
             }
-            RealImages::Folders(root) => real_centroid(encoder, class, &root.join(class), opts)?,
+            Ok(v.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
         };
-        tracing::info!(class, used = n, skipped = s, "real centroid");
-        real_c.push(r);
-        used.push(n);
-        skipped.push(s);
-        cand_c.push(candidate_centroids(encoder, class, imgs, groups, ipc)?);
+        Ok(Self { real: read("real")?, candidates: read("candidates")?, used: count("used")?, skipped: count("skipped")? })
+    }
+}
+
+/// What S3 encodes: the classes in order, where their candidates and real images are, the
+/// subgroup layout, how the real images are taken, and the folder of the per-class items.
+pub struct EncodeSpec<'a> {
+    pub classes: &'a [String],
+    /// `<candidates>/<class>.safetensors`.
+    pub candidates: &'a Path,
+    pub real: RealImages<'a>,
+    pub groups: usize,
+    pub ipc: usize,
+    pub opts: RealOptions,
+    /// `<items>/<class>.safetensors`: one [`ClassCentroids`] per class, kept so that an
+    /// interrupted or sharded encoding loses only the class it was on.
+    pub items: &'a Path,
+}
+
+/// Encodes class `k` of `spec`: its real centroid and its candidate subgroups' centroids.
+pub fn encode_class(encoder: &dyn FeatureEncoder, spec: &EncodeSpec, k: usize) -> Result<ClassCentroids, PipelineError> {
+    let class = &spec.classes[k];
+    let (real, used, skipped) = match &spec.real {
+        RealImages::Idx { split, labels, name } => {
+            let label = labels[k];
+            let (r, n) = real_centroid_idx(encoder, split, label, &spec.opts);
+            if n == 0 {
+                return Err(PipelineError::NoRealImages { source_name: name.clone(), label, class: class.clone() });
+            }
+            (r, n, 0)
+        }
+        RealImages::Folders(root) => real_centroid(encoder, class, &root.join(class), &spec.opts)?,
+    };
+    tracing::info!(class, used, skipped, "real centroid");
+    let images = read_candidates(spec.candidates, class)?;
+    let candidates = candidate_centroids(encoder, class, &images, spec.groups, spec.ipc)?;
+    Ok(ClassCentroids { real, candidates, used, skipped })
+}
+
+/// Encodes every class `shard` owns whose item is not in `spec.items` yet (one work item per
+/// class, each a function of the class alone). Returns the whole problem once every class's
+/// item exists, `None` while some are missing (another shard's).
+pub fn encode_centroids(encoder: &dyn FeatureEncoder, spec: &EncodeSpec, shard: ims3_util::Shard) -> Result<Option<EncodedCentroids>, PipelineError> {
+    let item = |class: &str| spec.items.join(format!("{class}.safetensors"));
+    let todo: Vec<usize> = (0..spec.classes.len()).filter(|&k| shard.owns(k) && !item(&spec.classes[k]).is_file()).collect();
+    let pb = ims3_util::progress_bar(todo.len() as u64, "encode classes", spec.opts.show_progress);
+    for &k in &todo {
+        encode_class(encoder, spec, k)?.save(&item(&spec.classes[k]))?;
         pb.inc(1);
     }
     pb.finish_and_clear();
-    Ok(EncodedCentroids { centroids: Centroids { dim: encoder.dim(), candidates: cand_c, real: real_c }, real_images_used: used, real_images_skipped: skipped })
+    if spec.classes.iter().any(|c| !item(c).is_file()) {
+        return Ok(None);
+    }
+    let items: Vec<ClassCentroids> = spec.classes.iter().map(|c| ClassCentroids::load(&item(c))).collect::<Result<_, _>>()?;
+    Ok(Some(EncodedCentroids {
+        centroids: Centroids { dim: encoder.dim(), candidates: items.iter().map(|i| i.candidates.clone()).collect(), real: items.iter().map(|i| i.real.clone()).collect() },
+        real_images_used: items.iter().map(|i| i.used).collect(),
+        real_images_skipped: items.iter().map(|i| i.skipped).collect(),
+    }))
+}
+
+/// The number of candidate images in `<dir>/<class>.safetensors`, from its header alone.
+pub fn candidate_count(dir: &Path, class: &str) -> Result<usize, PipelineError> {
+    use std::io::Read;
+    let path = dir.join(format!("{class}.safetensors"));
+    let io = |source| PipelineError::CandidatesIo { class: class.into(), path: path.clone(), source };
+    let bad = |why: String| PipelineError::Candidates { class: class.into(), path: path.clone(), why };
+    let mut f = std::fs::File::open(&path).map_err(io)?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(io)?;
+    let n = u64::from_le_bytes(len);
+    if n > 100_000_000 {
+        return Err(bad(format!("header of {n} bytes")));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(io)?;
+    let v: serde_json::Value = serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
+    v["images"]["shape"][0].as_u64().map(|n| n as usize).ok_or_else(|| bad("no 'images' tensor".into()))
 }
 
 /// The class ids of a candidates folder: its `<class>.safetensors` files' stems, sorted.
@@ -317,17 +402,19 @@ pub struct Report {
 
 /// Writes the selected subgroups as `final_distilled/train/<wnid>/NNNN.png` (values mapped
 /// from [-1, 1] and clamped, as `save_image(normalize=True, value_range=(-1, 1))`).
+/// Each class's candidates are read from `candidates` in turn (never all at once).
 pub fn write_distilled(
     out: &Path,
     classes: &[String],
-    candidates: &[Vec<Rgb>],
+    candidates: &Path,
     selection: &Selection,
     ipc: usize,
 ) -> Result<(), PipelineError> {
     for (i, class) in classes.iter().enumerate() {
         let g = selection.selected[i];
         let dir = out.join("final_distilled/train").join(class);
-        for (k, img) in candidates[i][g * ipc..(g + 1) * ipc].iter().enumerate() {
+        let images = read_candidates(candidates, class)?;
+        for (k, img) in images[g * ipc..(g + 1) * ipc].iter().enumerate() {
             write_png(&dir.join(format!("{k:04}.png")), &img.clone().map(|v| (v + 1.0) * 0.5))?;
         }
     }

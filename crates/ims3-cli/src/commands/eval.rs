@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail, ensure};
 use ims3_backend::DeviceSpec;
 use ims3_augment::{ColorJitterKind, TestTransform};
-use ims3_eval::{EvalConfig, EvalReport, EvalSets, ImageSet, NetKind, SoftLabels, Teacher};
+use ims3_eval::{EvalConfig, EvalReport, EvalSets, ImageSet, NetKind, SeedResult, SoftLabels, Teacher};
 use ims3_nets::Norm;
 use serde::{Deserialize, Serialize};
 
@@ -92,6 +92,11 @@ pub struct Args {
     /// or pil (torchvision's on 8-bit images).
     #[arg(long)]
     pub color_jitter: Option<ColorJitterKind>,
+    /// Train only this worker's share of the seeds (`i/n`: the k-th seed of --seeds when
+    /// k mod n = i). Each seed is one work item, kept in `<out>/seeds/`; a run without
+    /// --shard trains what is missing and writes the report. Results equal one worker's.
+    #[arg(long)]
+    pub shard: Option<ims3_util::Shard>,
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -170,15 +175,8 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
         ims3_eval::Labels::Soft(soft) => Some(Teacher::load(soft, &device)?),
         ims3_eval::Labels::Hard => None,
     };
-    eprintln!("eval: {} on {} distilled images, {} test images, {} epochs x {} seeds, {} labels", cfg.net, train.len(), test.len(), cfg.epochs, a.seeds.len(), a.labels);
-    let pb = ims3_util::progress_bar((cfg.epochs * a.seeds.len()) as u64, "eval", true);
-    let mut results = Vec::new();
-    let sets = EvalSets { train: &train, test: &test, val: val.as_ref() };
-    for &seed in &a.seeds {
-        results.push(ims3_eval::train_and_eval(sets, &cfg, teacher.as_ref(), seed, &device, Some(&pb))?);
-    }
-    pb.finish_and_clear();
-    let title = format!("{} on {} ({} IPC{})", cfg.net, spec.name, a.ipc, if a.labels == LabelKind::Soft { ", soft labels" } else { "" });
+    // Each seed is a work item: kept under `<out>/seeds/` with a fingerprint of the protocol
+    // and the data, so a rerun skips what is done and never reuses a stale result.
     let test_source = match (&a.test, &a.test_idx) {
         (Some(dir), _) => serde_json::json!({"folder": dir.display().to_string(), "layout": dir.parent().map(|r| ims3_datasets::detect_layout(r).to_string())}),
         (None, Some(dir)) => serde_json::json!({"idx": dir.display().to_string(), "split": "t10k"}),
@@ -192,6 +190,43 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
         "test": test_source,
         "val": a.val.as_ref().map(|v| v.display().to_string()),
     });
+    let fingerprint = serde_json::json!({
+        "net": cfg.net, "epochs": cfg.epochs, "settings": cfg.settings_json(), "data": data,
+        "train_sha256": train.sha256(), "test_images": test.len(), "val_images": val.as_ref().map(ImageSet::len),
+    });
+    let item = |seed: u64| a.out.join("seeds").join(format!("seed-{seed}.json"));
+    let done = |seed: u64| -> Option<SeedResult> {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(item(seed)).ok()?).ok()?;
+        if v["fingerprint"] != fingerprint {
+            return None;
+        }
+        serde_json::from_value(v["result"].clone()).ok()
+    };
+    let shard = a.shard.unwrap_or(ims3_util::Shard::ALL);
+    let todo: Vec<u64> = a.seeds.iter().enumerate().filter(|(k, s)| shard.owns(*k) && done(**s).is_none()).map(|(_, s)| *s).collect();
+    eprintln!(
+        "eval: {} on {} distilled images, {} test images, {} epochs x {} of {} seeds to run, {} labels",
+        cfg.net,
+        train.len(),
+        test.len(),
+        cfg.epochs,
+        todo.len(),
+        a.seeds.len(),
+        a.labels
+    );
+    let pb = ims3_util::progress_bar((cfg.epochs * todo.len()) as u64, "eval", true);
+    let sets = EvalSets { train: &train, test: &test, val: val.as_ref() };
+    for &seed in &todo {
+        let r = ims3_eval::train_and_eval(sets, &cfg, teacher.as_ref(), seed, &device, Some(&pb))?;
+        ims3_util::write_json(&item(seed), &serde_json::json!({"fingerprint": fingerprint, "result": r}))?;
+    }
+    pb.finish_and_clear();
+    let results: Option<Vec<SeedResult>> = a.seeds.iter().map(|&s| done(s)).collect();
+    let Some(results) = results.filter(|_| a.shard.is_none()) else {
+        println!("eval: shard {shard} done; run without --shard to write the report of every seed");
+        return Ok(());
+    };
+    let title = format!("{} on {} ({} IPC{})", cfg.net, spec.name, a.ipc, if a.labels == LabelKind::Soft { ", soft labels" } else { "" });
     let report = EvalReport::new(&title, &cfg, &train, &test, data, results, &super::command_line().join(" "));
     report.write(&a.out)?;
     let curve = crate::figures::accuracy_figure(&format!("{title}: test top-1 vs epoch"), &[crate::figures::accuracy_band(&cfg.net.to_string(), &report.seeds)])?;

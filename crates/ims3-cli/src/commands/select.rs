@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail, ensure};
 use ims3_backend::DeviceSpec;
-use ims3_s3::pipeline::{self, EncodedCentroids, RealImages, RealOptions, Report};
+use ims3_s3::pipeline::{self, EncodeSpec, EncodedCentroids, RealImages, RealOptions, Report};
 use ims3_s3::{Form, Params};
 use serde::Serialize;
 
@@ -68,14 +68,19 @@ pub struct Args {
     /// Skip unreadable real images (and count them) instead of failing.
     #[arg(long)]
     pub skip_unreadable: bool,
+    /// Only encode this worker's share of the classes (`i/n`: classes k with k mod n = i) into
+    /// `<out>/centroids/`; a run without --shard then encodes what is missing and selects.
+    /// Each class is one work item: the result equals one worker's, bit for bit.
+    #[arg(long)]
+    pub shard: Option<ims3_util::Shard>,
 }
 
 pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
     let params = Params { alpha: a.alpha, beta: a.beta, eps: a.eps, max_sweeps: a.max_sweeps, form: a.form };
     let classes = if a.classes.is_empty() { pipeline::candidate_classes(&a.candidates)? } else { a.classes.clone() };
-    let candidates: Vec<_> = classes.iter().map(|c| pipeline::read_candidates(&a.candidates, c)).collect::<Result<_, _>>()?;
-    for (c, imgs) in classes.iter().zip(&candidates) {
-        ensure!(imgs.len() >= a.groups * a.ipc, "class {c}: {} candidate images, fewer than {} groups x {} per group", imgs.len(), a.groups, a.ipc);
+    for c in &classes {
+        let n = pipeline::candidate_count(&a.candidates, c)?;
+        ensure!(n >= a.groups * a.ipc, "class {c}: {n} candidate images, fewer than {} groups x {} per group", a.groups, a.ipc);
     }
     let (encoded, encoder_name) = match &a.centroids {
         Some(path) => {
@@ -101,12 +106,20 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
                 (None, Some(root)) => RealImages::Folders(root),
                 (None, None) => bail!("--real or --real-idx is needed unless --centroids is given"),
             };
-            let encoded = pipeline::encode_centroids(encoder.as_ref(), &classes, &candidates, &real, a.groups, a.ipc, &opts)?;
-            (encoded, encoder.name())
+            let items = a.out.join("centroids");
+            let spec = EncodeSpec { classes: &classes, candidates: &a.candidates, real, groups: a.groups, ipc: a.ipc, opts, items: &items };
+            let shard = a.shard.unwrap_or(ims3_util::Shard::ALL);
+            match pipeline::encode_centroids(encoder.as_ref(), &spec, shard)? {
+                Some(encoded) if a.shard.is_none() => (encoded, encoder.name()),
+                _ => {
+                    println!("select: shard {shard} encoded into {}; run without --shard to select", items.display());
+                    return Ok(());
+                }
+            }
         }
     };
     let selection = encoded.centroids.select(&params)?;
-    pipeline::write_distilled(&a.out, &classes, &candidates, &selection, a.ipc)?;
+    pipeline::write_distilled(&a.out, &classes, &a.candidates, &selection, a.ipc)?;
     pipeline::save_centroids(&a.out.join("centroids.safetensors"), &encoded.centroids)?;
     let report = Report {
         classes,

@@ -118,6 +118,11 @@ pub fn run(recipe: AblationRecipe, at: &Invocation) -> Result<()> {
         a.seeds = vec![seed];
         a
     };
+    for (arm, _) in ARMS {
+        for &seed in &recipe.eval.seeds {
+            runner.clear_if_redone("eval", &eval_dir(results, arm, seed).join("seeds"))?;
+        }
+    }
     let jobs: Vec<(String, Vec<String>)> =
         ARMS.iter().flat_map(|(arm, _)| recipe.eval.seeds.iter().map(move |&seed| (format!("eval-{arm}-seed{seed}"), to_args("eval", &eval_args(arm, seed))))).collect();
     runner.children(jobs)?;

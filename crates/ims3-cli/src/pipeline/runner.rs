@@ -56,6 +56,8 @@ pub struct Runner<'a> {
     /// Independent stages run this many at once.
     pub workers: usize,
     pub timings: Vec<Timing>,
+    /// The stage kinds `--from` asked to redo.
+    redone: Vec<&'static str>,
 }
 
 impl<'a> Runner<'a> {
@@ -63,15 +65,23 @@ impl<'a> Runner<'a> {
     /// of that stage kind and every later one in `kinds` are removed.
     pub fn new(at: &'a Invocation, kinds: &[StageKind], workers: usize) -> Result<Self> {
         std::fs::create_dir_all(&at.run_dir).with_context(|| format!("{}: cannot create", at.run_dir.display()))?;
-        let runner = Self { exe: std::env::current_exe()?, device: &at.device, recipe_text: &at.text, run_dir: at.run_dir.clone(), workers: workers.max(1), timings: Vec::new() };
+        let mut runner =
+            Self { exe: std::env::current_exe()?, device: &at.device, recipe_text: &at.text, run_dir: at.run_dir.clone(), workers: workers.max(1), timings: Vec::new(), redone: vec![] };
         if let Some(from) = &at.from {
-            runner.clear_from(kinds, from)?;
+            runner.redone = runner.clear_from(kinds, from)?;
         }
         Ok(runner)
     }
 
-    /// `--from <stage>`: removes the markers and outputs of `from` and every later kind.
-    fn clear_from(&self, kinds: &[StageKind], from: &str) -> Result<()> {
+    /// Whether `--from` asked to redo stages of `kind` (their outputs outside the run
+    /// directory, such as evaluation items under results/, are the caller's to clear).
+    pub fn redoes(&self, kind: &str) -> bool {
+        self.redone.contains(&kind)
+    }
+
+    /// `--from <stage>`: removes the markers and outputs of `from` and every later kind; returns
+    /// those kinds.
+    fn clear_from(&self, kinds: &[StageKind], from: &str) -> Result<Vec<&'static str>> {
         let names: Vec<&str> = kinds.iter().map(|k| k.name).collect();
         let k = names.iter().position(|s| *s == from).with_context(|| format!("unknown stage '{from}' (stages: {})", names.join(", ")))?;
         for kind in &kinds[k..] {
@@ -88,7 +98,7 @@ impl<'a> Runner<'a> {
                 }
             }
         }
-        Ok(())
+        Ok(kinds[k..].iter().map(|k| k.name).collect())
     }
 
     fn marker(&self, name: &str) -> PathBuf {
@@ -150,6 +160,14 @@ impl<'a> Runner<'a> {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Removes `dir` if `--from` redoes stages of `kind` (outputs kept outside the run folder).
+    pub fn clear_if_redone(&self, kind: &str, dir: &Path) -> Result<()> {
+        if self.redoes(kind) && dir.exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("{}: cannot remove", dir.display()))?;
+        }
+        Ok(())
     }
 
     /// One child stage.

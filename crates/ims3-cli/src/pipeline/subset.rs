@@ -95,6 +95,7 @@ pub fn run(recipe: SubsetRecipe, at: &Invocation) -> Result<()> {
     let mut rows = Vec::new();
     for net in &recipe.eval.nets {
         let out = results.join(net.id());
+        runner.clear_if_redone("eval", &out.join("seeds"))?;
         let mut args = shared.eval(&distilled, net, TestSet::Folder(&data.join("val")), &out);
         args.size = recipe.eval.size;
         args.epochs = recipe.eval.epochs;
