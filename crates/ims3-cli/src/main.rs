@@ -68,6 +68,10 @@ pub enum Command {
     /// The whole method from a recipe: fine-tune, sample, select, evaluate, results beside the
     /// paper. Finished stages are skipped; --from reruns; --list shows the recipes.
     Reproduce(pipeline::Args),
+    /// Write a Slurm submission script for a recipe: one job array per shardable stage
+    /// (sampling, S3's encoding, evaluation), dependencies between stages, a last job that
+    /// completes and writes the results. `ims3 reproduce --devices` is the one-machine mode.
+    Plan(pipeline::plan::Args),
 }
 
 fn main() {
@@ -112,5 +116,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::TrainEncoder(a) => train_encoder::run(a, device),
         Command::Fetch(a) => fetch::run(a),
         Command::Reproduce(a) => pipeline::run(a, device),
+        Command::Plan(a) => pipeline::plan::run(a, device),
     }
 }

@@ -144,6 +144,44 @@ fn pixel_ablation_job_runs_end_to_end_and_resumes() {
     // The S3 rows come from the selections written by `ims3 select`.
     assert!(runs.join("ims3/selection.json").is_file() && runs.join("s3/selection.json").is_file());
 
+    // The same job spread over two devices (here two CPU workers): every sampling, encoding and
+    // evaluation stage runs as one shard per device, then completes; the results are the same.
+    let (runs2, results2) = (d.join("runs-2dev"), d.join("results-2dev"));
+    let stderr = ok(ims3().arg("reproduce").arg(&recipe).arg("--run-dir").arg(&runs2).arg("--results").arg(&results2).args(["--devices", "cpu,cpu"]).output().unwrap());
+    assert!(stderr.contains("sample-dit@1: ims3") && stderr.contains("select-ims3@0: ims3") && stderr.contains("eval-ims3-seed1@1: ims3"), "{stderr}");
+    let rows = |dir: &Path| -> Vec<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+        v["rows"].as_array().unwrap().iter().map(|r| serde_json::json!([r["final_top1"], r["best_top1"], r["measures"], r["ior"]])).collect()
+    };
+    assert_eq!(rows(&results2), rows(&results));
+    for f in ["ims3/selection.json", "s3/selection.json", "candidates-im/9-ankle-boot.safetensors"] {
+        assert_eq!(std::fs::read(runs2.join(f)).unwrap(), std::fs::read(runs.join(f)).unwrap(), "{f}");
+    }
+
+    // `ims3 plan` for Slurm, run with a stand-in `sbatch` that executes each job (every array
+    // task in turn) at submission: the arrays, the dependencies' order and the last job give
+    // the same results as one run.
+    let (runs3, results3) = (d.join("runs-plan"), d.join("results-plan"));
+    let plan = d.join("plan.sh");
+    let extra = format!("--run-dir {} --results {}", runs3.display(), results3.display());
+    ok(ims3().arg("plan").arg(&recipe).args(["--shards", "2", &format!("--reproduce-args={extra}")]).arg("--ims3").arg(env!("CARGO_BIN_EXE_ims3")).arg("--out").arg(&plan).output().unwrap());
+    let bin = d.join("fake-slurm");
+    std::fs::create_dir_all(&bin).unwrap();
+    let sbatch = bin.join("sbatch");
+    std::fs::write(
+        &sbatch,
+        "#!/usr/bin/env bash\narr=''; wrap=''\nwhile [ $# -gt 0 ]; do case \"$1\" in --array=*) arr=\"${1#--array=}\";; --wrap) wrap=\"$2\"; shift;; esac; shift; done\n\
+         if [ -n \"$arr\" ]; then for i in $(seq ${arr%-*} ${arr#*-}); do SLURM_ARRAY_TASK_ID=$i bash -c \"$wrap\" >&2 || exit 1; done; else bash -c \"$wrap\" >&2 || exit 1; fi\necho 42\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&sbatch, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let out = std::process::Command::new("bash").arg(&plan).env("PATH", path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(runs3.join("sample-im@1.done").is_file() && runs3.join("eval-dit-seed0@0.done").is_file());
+    assert_eq!(rows(&results3), rows(&results));
+
     // A rerun skips every subprocess stage, and draws the same figures byte for byte.
     let stderr = ok(reproduce(&recipe));
     for stage in ["finetune", "sample-dit", "sample-im", "select-s3", "select-ims3", "arms", "eval-ims3-seed1"] {

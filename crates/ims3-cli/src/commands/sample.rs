@@ -16,7 +16,8 @@ pub struct Args {
     /// Base DiT weights.
     #[arg(long)]
     pub dit: PathBuf,
-    /// IM checkpoint from `ims3 finetune` applied to the base (its EMA unless --raw).
+    /// IM checkpoint from `ims3 finetune` applied to the base (its EMA unless --raw), or a
+    /// fine-tuning run folder (its newest checkpoint, found when sampling starts).
     #[arg(long)]
     pub finetuned: Option<PathBuf>,
     /// Use the checkpoint's raw weights instead of their EMA (the reference samples the EMA).
@@ -65,8 +66,13 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
     let spec = ims3_datasets::DatasetSpec::get(&a.dataset)?;
     let device = device.open()?;
     let (mut model, report) = ims3_dit::open_dit(&a.dit, None, a.heads, &device)?;
-    if let Some(path) = &a.finetuned {
-        let ck = ims3_im::Checkpoint::read(path)?;
+    if let Some(given) = &a.finetuned {
+        let path = if given.is_dir() {
+            ims3_im::list_checkpoints(&given.join("checkpoints"))?.pop().map(|(_, p)| p).with_context(|| format!("{}: no checkpoint in checkpoints/", given.display()))?
+        } else {
+            given.clone()
+        };
+        let ck = ims3_im::Checkpoint::read(&path)?;
         model = ck.apply_to(model, !a.raw)?;
         eprintln!("sample: applied {} (step {}, {})", path.display(), ck.step, if a.raw { "raw" } else { "EMA" });
     }

@@ -81,15 +81,20 @@ pub fn run(recipe: AblationRecipe, at: &Invocation) -> Result<()> {
     let shared = Shared { dataset: &recipe.dataset, ipc: recipe.ipc, seed: recipe.seed, sample: &recipe.sample, select: &recipe.select };
     let args = shared.finetune(&recipe.assets.dit, TrainingSet::Idx(&idx), &cfg_path, &ft);
     runner.child("finetune", to_args("finetune", &args))?;
-    let ck = ims3_im::list_checkpoints(&ft.join("checkpoints"))?.pop().map(|(_, p)| p).context("fine-tuning left no checkpoint")?;
+    if runner.stop_after("finetune") {
+        return Ok(());
+    }
 
     // Candidates from both models, same noise.
     let cand_dit = run_dir.join("candidates-dit");
     let cand_im = run_dir.join("candidates-im");
-    runner.children(vec![
+    runner.sharded(vec![
         ("sample-dit".into(), to_args("sample", &shared.sample(&recipe.assets.dit, None, &cand_dit))),
-        ("sample-im".into(), to_args("sample", &shared.sample(&recipe.assets.dit, Some(&ck), &cand_im))),
+        ("sample-im".into(), to_args("sample", &shared.sample(&recipe.assets.dit, Some(&ft), &cand_im))),
     ])?;
+    if runner.stop_after("sample") {
+        return Ok(());
+    }
 
     // S3 over each.
     let select_args = |cands: &Path, out: &Path| {
@@ -97,14 +102,20 @@ pub fn run(recipe: AblationRecipe, at: &Invocation) -> Result<()> {
         a.real_idx = Some(idx.clone());
         a
     };
-    runner.children(vec![
+    runner.sharded(vec![
         ("select-s3".into(), to_args("select", &select_args(&cand_dit, &run_dir.join("s3")))),
         ("select-ims3".into(), to_args("select", &select_args(&cand_im, &run_dir.join("ims3")))),
     ])?;
+    if runner.stop_after("select") {
+        return Ok(());
+    }
 
     // The five sets as image folders.
     let arms_dir = run_dir.join("arms");
     runner.local("arms", || write_arms(&recipe, &spec, &idx, run_dir, &arms_dir))?;
+    if runner.stop_after("arms") {
+        return Ok(());
+    }
 
     // Evaluations: one stage per (set, seed), so the workers stay busy to the end.
     let eval_args = |arm: &str, seed: u64| {
@@ -125,7 +136,10 @@ pub fn run(recipe: AblationRecipe, at: &Invocation) -> Result<()> {
     }
     let jobs: Vec<(String, Vec<String>)> =
         ARMS.iter().flat_map(|(arm, _)| recipe.eval.seeds.iter().map(move |&seed| (format!("eval-{arm}-seed{seed}"), to_args("eval", &eval_args(arm, seed))))).collect();
-    runner.children(jobs)?;
+    runner.sharded(jobs)?;
+    if runner.stop_after("eval") {
+        return Ok(());
+    }
 
     // Report.
     let measures = runner.always("report", || report(&recipe, &spec, &idx, &arms_dir, results, device))?;

@@ -10,6 +10,7 @@
 //! subcommands' typed `Args` (`crate::args::to_args`).
 
 pub mod ablation;
+pub mod plan;
 pub mod recipe;
 pub mod report;
 pub mod runner;
@@ -47,6 +48,16 @@ pub struct Args {
     /// Asset cache (default: $IMS3_CACHE or ~/.cache/ims3).
     #[arg(long)]
     pub cache: Option<PathBuf>,
+    /// Spread sampling, S3's encoding and evaluation over these devices, one shard each
+    /// (`cuda:0,cuda:1,...`); the results equal one device's. Fine-tuning runs on --device.
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Vec<DeviceSpec>,
+    /// Run only the stages of this kind and stop (a scheduler's job; see `ims3 plan`).
+    #[arg(long)]
+    pub only: Option<String>,
+    /// With --only: of a shardable stage (sample, select, eval), only this shard `i/n`.
+    #[arg(long, requires = "only")]
+    pub shard: Option<ims3_util::Shard>,
 }
 
 pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
@@ -63,6 +74,8 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
         recipe: name.to_string(),
         text,
         device: device.clone(),
+        devices: a.devices,
+        only: a.only.map(|k| (k, a.shard)),
         from: a.from,
         allow_cpu: a.allow_cpu,
         run_dir: a.run_dir.unwrap_or_else(|| PathBuf::from("runs").join(recipe.name())),

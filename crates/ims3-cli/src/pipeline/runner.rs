@@ -8,6 +8,10 @@
 //! - Independent stages run `workers` at a time, each a process of its own; the CPU backend's
 //!   threads (`RAYON_NUM_THREADS`) are shared out among them unless the user set them. Every
 //!   stage of a batch is tried; the first failure is reported after the others finished.
+//! - Several devices (`ims3 reproduce --devices cuda:0,cuda:1`): a shardable stage (sampling,
+//!   S3's encoding, evaluation: one work item per class or seed, each from its own random
+//!   stream) runs as one shard per device (`--shard i/n`, stage `<name>@i`), then once more
+//!   on the first device to complete and aggregate; the outputs equal one device's, bit for bit.
 //! - Each stage's time is recorded for the manifest and the results.
 
 use std::path::{Path, PathBuf};
@@ -26,6 +30,11 @@ pub struct Invocation {
     /// The recipe file's text (recorded in the manifest).
     pub text: String,
     pub device: DeviceSpec,
+    /// Devices that shardable stages are spread over (empty or one: no sharding).
+    pub devices: Vec<DeviceSpec>,
+    /// Run only the stages of this kind (a scheduler's job; `ims3 plan`), and of a shardable
+    /// stage only this shard.
+    pub only: Option<(String, Option<ims3_util::Shard>)>,
     pub from: Option<String>,
     pub allow_cpu: bool,
     pub run_dir: PathBuf,
@@ -51,6 +60,7 @@ pub struct Timing {
 pub struct Runner<'a> {
     exe: PathBuf,
     device: &'a DeviceSpec,
+    devices: &'a [DeviceSpec],
     recipe_text: &'a str,
     pub run_dir: PathBuf,
     /// Independent stages run this many at once.
@@ -58,6 +68,8 @@ pub struct Runner<'a> {
     pub timings: Vec<Timing>,
     /// The stage kinds `--from` asked to redo.
     redone: Vec<&'static str>,
+    kinds: Vec<&'static str>,
+    only: Option<(String, Option<ims3_util::Shard>)>,
 }
 
 impl<'a> Runner<'a> {
@@ -66,11 +78,40 @@ impl<'a> Runner<'a> {
     pub fn new(at: &'a Invocation, kinds: &[StageKind], workers: usize) -> Result<Self> {
         std::fs::create_dir_all(&at.run_dir).with_context(|| format!("{}: cannot create", at.run_dir.display()))?;
         let mut runner =
-            Self { exe: std::env::current_exe()?, device: &at.device, recipe_text: &at.text, run_dir: at.run_dir.clone(), workers: workers.max(1), timings: Vec::new(), redone: vec![] };
+            Self {
+                exe: std::env::current_exe()?,
+                device: &at.device,
+                devices: &at.devices,
+                recipe_text: &at.text,
+                run_dir: at.run_dir.clone(),
+                workers: workers.max(1),
+                timings: Vec::new(),
+                redone: vec![],
+                kinds: kinds.iter().map(|k| k.name).collect(),
+                only: at.only.clone(),
+            };
+        if let Some((only, _)) = &at.only {
+            ensure!(runner.kinds.contains(&only.as_str()), "unknown stage '{only}' (stages: {})", runner.kinds.join(", "));
+        }
         if let Some(from) = &at.from {
             runner.redone = runner.clear_from(kinds, from)?;
         }
         Ok(runner)
+    }
+
+    /// The kind of stage `name` (the kind whose name starts it).
+    fn kind_of(&self, name: &str) -> &'static str {
+        self.kinds.iter().copied().filter(|k| name.starts_with(k)).max_by_key(|k| k.len()).unwrap_or("")
+    }
+
+    /// Whether this invocation runs stage `name` (all of them, or those of `--only`'s kind).
+    fn runs(&self, name: &str) -> bool {
+        self.only.as_ref().is_none_or(|(k, _)| k == self.kind_of(name))
+    }
+
+    /// True when `--only` named `kind`: the caller stops after that stage kind.
+    pub fn stop_after(&self, kind: &str) -> bool {
+        self.only.as_ref().is_some_and(|(k, _)| k == kind)
     }
 
     /// Whether `--from` asked to redo stages of `kind` (their outputs outside the run
@@ -108,7 +149,7 @@ impl<'a> Runner<'a> {
     /// Runs `ims3 --device <d> <argv>` as stage `name` unless its marker says it finished
     /// before; writes the marker after a successful run. `cpu_threads`: the CPU backend's
     /// worker threads for this stage. Returns (seconds, skipped).
-    fn run_child(&self, name: &str, argv: &[String], cpu_threads: usize) -> Result<(f64, bool)> {
+    fn run_child(&self, name: &str, argv: &[String], device: &DeviceSpec, cpu_threads: usize) -> Result<(f64, bool)> {
         let marker = self.marker(name);
         if marker.is_file() {
             eprintln!("reproduce: {name}: done before, skipped");
@@ -117,7 +158,7 @@ impl<'a> Runner<'a> {
         eprintln!("reproduce: {name}: ims3 {}", argv.join(" "));
         let t = Instant::now();
         let mut cmd = std::process::Command::new(&self.exe);
-        cmd.arg("--device").arg(self.device.to_string()).args(argv);
+        cmd.arg("--device").arg(device.to_string()).args(argv);
         if std::env::var_os("RAYON_NUM_THREADS").is_none() {
             cmd.env("RAYON_NUM_THREADS", cpu_threads.max(1).to_string());
         }
@@ -131,6 +172,10 @@ impl<'a> Runner<'a> {
     /// Runs independent child stages `(name, argv)`, `workers` at a time: a worker takes the
     /// next stage as soon as its last one ends.
     pub fn children(&mut self, stages: Vec<(String, Vec<String>)>) -> Result<()> {
+        let stages: Vec<(String, Vec<String>)> = stages.into_iter().filter(|(n, _)| self.runs(n)).collect();
+        if stages.is_empty() {
+            return Ok(());
+        }
         let next = AtomicUsize::new(0);
         // Each stage's (seconds, skipped), filled in by whichever worker ran it.
         type Outcome = Mutex<Option<Result<(f64, bool)>>>;
@@ -144,7 +189,7 @@ impl<'a> Runner<'a> {
                     loop {
                         let i = next.fetch_add(1, Ordering::SeqCst);
                         let Some((name, argv)) = stages.get(i) else { break };
-                        let r = this.run_child(name, argv, share);
+                        let r = this.run_child(name, argv, this.device, share);
                         *outcomes[i].lock().expect("no poisoning") = Some(r);
                     }
                 });
@@ -175,8 +220,72 @@ impl<'a> Runner<'a> {
         self.children(vec![(name.to_string(), argv)])
     }
 
+    /// Independent stages whose subcommand takes `--shard i/n`: with several devices, first
+    /// one worker per device runs its shard of every stage (`<name>@i`), then
+    /// [`Runner::children`] runs each stage once more to complete and aggregate.
+    pub fn sharded(&mut self, stages: Vec<(String, Vec<String>)>) -> Result<()> {
+        // A scheduler's array task: only its shard of each stage, no completion.
+        if let Some((_, Some(shard))) = &self.only {
+            let shard = *shard;
+            let stages: Vec<(String, Vec<String>)> = stages
+                .into_iter()
+                .filter(|(n, _)| self.runs(n))
+                .map(|(n, mut argv)| {
+                    argv.extend(["--shard".to_string(), shard.to_string()]);
+                    (format!("{n}@{}", shard.index), argv)
+                })
+                .collect();
+            return self.children(stages);
+        }
+        let stages: Vec<(String, Vec<String>)> = stages.into_iter().filter(|(n, _)| self.runs(n)).collect();
+        let n = self.devices.len();
+        if n > 1 {
+            let share = std::thread::available_parallelism().map_or(1, |c| c.get()).div_ceil(n).max(1);
+            let this = &*self;
+            let outcomes: Vec<Vec<(String, Result<(f64, bool)>)>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..n)
+                    .map(|i| {
+                        let stages = &stages;
+                        s.spawn(move || {
+                            let mut done = Vec::new();
+                            for (name, argv) in stages {
+                                let mut argv = argv.clone();
+                                argv.extend(["--shard".to_string(), format!("{i}/{n}")]);
+                                let shard_name = format!("{name}@{i}");
+                                let r = this.run_child(&shard_name, &argv, &this.devices[i], share);
+                                let failed = r.is_err();
+                                done.push((shard_name, r));
+                                if failed {
+                                    break;
+                                }
+                            }
+                            done
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().expect("a shard worker panicked")).collect()
+            });
+            let mut first_err = None;
+            for (name, r) in outcomes.into_iter().flatten() {
+                match r {
+                    Ok((seconds, skipped)) => self.timings.push(Timing { stage: name, seconds, skipped }),
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = first_err {
+                return Err(e);
+            }
+        }
+        self.children(stages)
+    }
+
     /// A stage run in this process, with a marker like the child stages.
     pub fn local(&mut self, name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+        if !self.runs(name) {
+            return Ok(());
+        }
         if self.marker(name).is_file() {
             eprintln!("reproduce: {name}: done before, skipped");
             self.timings.push(Timing { stage: name.into(), seconds: 0.0, skipped: true });

@@ -63,6 +63,9 @@ pub fn run(recipe: SubsetRecipe, at: &Invocation) -> Result<()> {
         Method::RandomReal => {
             let dir = run_dir.join("random");
             runner.local("random", || write_random_real(&spec, &data, recipe.ipc, recipe.seed, &dir))?;
+            if runner.stop_after("random") {
+                return Ok(());
+            }
             dir
         }
         Method::Diffusion => {
@@ -75,7 +78,11 @@ pub fn run(recipe: SubsetRecipe, at: &Invocation) -> Result<()> {
                 args.image_size = recipe.image_size;
                 args.folder_index_labels = recipe.finetune_labels == DitLabels::FolderIndex;
                 runner.child("finetune", to_args("finetune", &args))?;
-                Some(ims3_im::list_checkpoints(&out.join("checkpoints"))?.pop().map(|(_, p)| p).context("fine-tuning left no checkpoint")?)
+                if runner.stop_after("finetune") {
+                    return Ok(());
+                }
+                // The run folder: sampling takes its newest checkpoint when it starts.
+                Some(out)
             } else {
                 None
             };
@@ -84,11 +91,17 @@ pub fn run(recipe: SubsetRecipe, at: &Invocation) -> Result<()> {
             args.vae = Some(vae.clone());
             args.heads = recipe.assets.heads;
             args.folder_index_labels = recipe.sample_labels == DitLabels::FolderIndex;
-            runner.child("sample", to_args("sample", &args))?;
+            runner.sharded(vec![("sample".into(), to_args("sample", &args))])?;
+            if runner.stop_after("sample") {
+                return Ok(());
+            }
             let selected = run_dir.join("selected");
             let mut args = shared.select(&candidates, &encoder, spec.classes.iter().map(|c| c.wnid.clone()).collect(), &selected);
             args.real = Some(data.join("train"));
-            runner.child("select", to_args("select", &args))?;
+            runner.sharded(vec![("select".into(), to_args("select", &args))])?;
+            if runner.stop_after("select") {
+                return Ok(());
+            }
             selected.join("final_distilled/train")
         }
     };
@@ -106,8 +119,13 @@ pub fn run(recipe: SubsetRecipe, at: &Invocation) -> Result<()> {
         if soft {
             args.teacher = Some(encoder.clone());
         }
-        runner.child(&format!("eval-{}", net.id()), to_args("eval", &args))?;
-        rows.push((net.id(), read_eval(&out)?));
+        runner.sharded(vec![(format!("eval-{}", net.id()), to_args("eval", &args))])?;
+        if !runner.stop_after("eval") {
+            rows.push((net.id(), read_eval(&out)?));
+        }
+    }
+    if runner.stop_after("eval") {
+        return Ok(());
     }
 
     // Results beside the paper, with DD-Ranking's scores against the baselines.
