@@ -8,11 +8,14 @@
 //! - `bench-cpu [--python P] [--threads 1,2] [--rounds 3] [shape options]`: a small DiT forward
 //!   on Flex and on PyTorch's CPU backend (`benches/torch_dit_cpu.py`), same shapes and thread
 //!   counts, alternating, into `results/bench/cpu-flex-vs-torch.json` with the ratio.
+//! - `cost`: the cost per stage of `imagenet1k-ipc10` on 1, 8 and 64 GPUs from the measured
+//!   per-item figures (`results/bench/imagenet1k-ipc10-cost.md`).
 
 use anyhow::{Context, Result, bail};
 use std::process::Command;
 
 mod bench_cpu;
+mod cost;
 
 /// The README's test command: every crate's tests, on the default Flex backend.
 pub const TEST_ARGS: &[&str] = &["test", "--workspace"];
@@ -38,10 +41,11 @@ fn main() -> Result<()> {
         }
         Some("bench") => bench(&args[1..]),
         Some("bench-cpu") => bench_cpu::run(&args[1..]),
+        Some("cost") => cost::run(),
         Some("reproduce") => reproduce(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\ntasks:\n  ci     run the test suite and the cuda/wgpu feature checks\n  bench  --device cuda:0|wgpu|cpu [--dtype f32|bf16] [more ims3-bench options]: time IMS3's workloads into results/bench/<device>.json\n  bench-cpu [--python P] [--threads 1,2] [--rounds 3]: a small DiT forward on Flex vs PyTorch CPU, as a ratio (results/bench/cpu-flex-vs-torch.json)\n  reproduce <recipe>|--list [--device cuda:0] [--from <stage>] [--allow-cpu]: the whole method from a recipe (recipes/*.toml)"
+                "usage: cargo xtask <task>\n\ntasks:\n  ci     run the test suite and the cuda/wgpu feature checks\n  bench  --device cuda:0|wgpu|cpu [--dtype f32|bf16] [more ims3-bench options]: time IMS3's workloads into results/bench/<device>.json\n  bench-cpu [--python P] [--threads 1,2] [--rounds 3]: a small DiT forward on Flex vs PyTorch CPU, as a ratio (results/bench/cpu-flex-vs-torch.json)\n  reproduce <recipe>|--list [--device cuda:0] [--from <stage>] [--allow-cpu]: the whole method from a recipe (recipes/*.toml)\n  cost   the cost per stage of imagenet1k-ipc10 from the measured per-item figures (results/bench/imagenet1k-ipc10-cost.md)"
             );
             std::process::exit(2);
         }
