@@ -74,6 +74,9 @@ struct Args {
     /// A label for the machine (default: the device string).
     #[arg(long)]
     machine: Option<String>,
+    /// How inference attention is launched: auto (padded head dim on GPUs), direct or padded.
+    #[arg(long, default_value = "auto")]
+    attention: String,
     /// A label for this run's records (e.g. `cold-cache`, `warm-cache`); records are replaced
     /// only by ones with the same workload, dtype, batch, model and label.
     #[arg(long, default_value = "")]
@@ -105,6 +108,9 @@ struct Record {
     /// CPU worker threads (Flex: rayon's pool, `RAYON_NUM_THREADS` or every core); none on GPUs.
     #[serde(default)]
     cpu_threads: Option<usize>,
+    /// `--attention` of the run (inference attention's launch).
+    #[serde(default)]
+    attention: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, Default)]
@@ -183,6 +189,7 @@ fn record(workload: &str, model: &str, dtype: &str, batch: usize, images: usize,
         device_ready_s: 0.0,
         params: None,
         cpu_threads: None,
+        attention: String::new(),
     }
 }
 
@@ -333,6 +340,13 @@ fn main() -> Result<()> {
         }
         device.configure(burn::tensor::DeviceConfig::default().float_dtype(dtype)).map_err(|e| anyhow::anyhow!("configuring {}: {e:?}", a.dtype))?;
     }
+    match a.attention.as_str() {
+        "auto" => ims3_dit::AttentionKernel::Auto,
+        "direct" => ims3_dit::AttentionKernel::Direct,
+        "padded" => ims3_dit::AttentionKernel::PadHeadDim,
+        other => bail!("unknown --attention {other}: expected auto, direct or padded"),
+    }
+    .set();
     let _ = Tensor::<1>::ones([4], &device).sum().into_scalar::<f32>();
     let ready_s = started.elapsed().as_secs_f64();
     eprintln!("device {} ready in {ready_s:.2} s", a.device);
@@ -363,6 +377,7 @@ fn main() -> Result<()> {
             r.label = a.label.clone();
             r.device_ready_s = ready_s;
             r.cpu_threads = cpu_threads;
+            r.attention = a.attention.clone();
             eprintln!("{} {} batch {}: first {:.2} s, median {:.4} s, {:.2} img/s", r.workload, r.dtype, r.batch, r.first_call_s, r.median_s, r.img_per_s);
             report.records.retain(|o| !(o.workload == r.workload && o.dtype == r.dtype && o.batch == r.batch && o.model == r.model && o.label == r.label));
             report.records.push(r.clone());

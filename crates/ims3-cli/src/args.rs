@@ -122,6 +122,7 @@ mod tests {
             temperature: 4.0,
             test_transform: Some(ims3_augment::TestTransform::Resize8of7CenterCrop),
             color_jitter: Some(ims3_augment::ColorJitterKind::Pil),
+            test_at: ims3_eval::TestAt::Final,
             shard: Some("2/3".parse().unwrap()),
             out: p("o"),
         };

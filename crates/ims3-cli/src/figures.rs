@@ -8,23 +8,57 @@ use anyhow::{Context, Result};
 use ims3_eval::SeedResult;
 use ims3_report::BandSeries;
 
-/// Test top-1 vs epoch over seeds: the mean and sample std at each tested epoch.
-pub fn accuracy_band(label: &str, seeds: &[SeedResult]) -> BandSeries {
+/// Which split an accuracy curve follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    Test,
+    Validation,
+}
+
+impl Split {
+    fn name(self) -> &'static str {
+        match self {
+            Split::Test => "test",
+            Split::Validation => "validation",
+        }
+    }
+
+    /// The accuracy on this split at a curve point, if it was measured.
+    fn at(self, point: &(usize, Option<f64>, Option<f64>)) -> Option<f64> {
+        match self {
+            Split::Test => point.1,
+            Split::Validation => point.2,
+        }
+    }
+
+    /// The split the curves of `seeds` follow: the test split where it was read at every
+    /// evaluation, else the validation split.
+    pub fn of_curves(seeds: &[SeedResult]) -> Split {
+        let every_test = seeds.iter().all(|s| s.curve.iter().all(|c| c.1.is_some()));
+        if every_test { Split::Test } else { Split::Validation }
+    }
+}
+
+/// Top-1 on `split` vs epoch over seeds: the mean and sample std at each epoch where every seed
+/// has a value.
+pub fn accuracy_band(label: &str, seeds: &[SeedResult], split: Split) -> BandSeries {
     let epochs: Vec<usize> = seeds.first().map(|s| s.curve.iter().map(|c| c.0).collect()).unwrap_or_default();
     let points = epochs
         .iter()
-        .map(|&e| {
-            let at: Vec<f64> = seeds.iter().filter_map(|s| s.curve.iter().find(|c| c.0 == e).map(|c| c.1)).collect();
-            let (m, sd) = ims3_eval::mean_std(&at);
-            (e as f64, m, sd)
+        .filter_map(|&e| {
+            let at: Vec<f64> = seeds.iter().filter_map(|s| s.curve.iter().find(|c| c.0 == e).and_then(|c| split.at(c))).collect();
+            (!at.is_empty() && at.len() == seeds.len()).then(|| {
+                let (m, sd) = ims3_eval::mean_std(&at);
+                (e as f64, m, sd)
+            })
         })
         .collect();
     BandSeries { label: label.to_string(), points }
 }
 
-/// The figure of `series`: test top-1 vs epoch.
-pub fn accuracy_figure(title: &str, series: &[BandSeries]) -> Result<String> {
-    Ok(ims3_report::curves_with_bands(title, "epoch", "test top-1 (%), mean +- std over seeds", series, (760, 440))?)
+/// The figure of `series`: top-1 on `split` vs epoch.
+pub fn accuracy_figure(title: &str, series: &[BandSeries], split: Split) -> Result<String> {
+    Ok(ims3_report::curves_with_bands(title, "epoch", &format!("{} top-1 (%), mean +- std over seeds", split.name()), series, (760, 440))?)
 }
 
 /// Every loss term logged in `metrics.jsonl` (all keys but step, epoch and img_per_s) vs step.

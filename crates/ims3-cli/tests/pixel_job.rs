@@ -78,6 +78,7 @@ fn pixel_ablation_job_runs_end_to_end_and_resumes() {
     let text = format!(
         "name = \"job\"\nkind = \"pixel-ablation\"\ndataset = \"fashion-mnist\"\nipc = 2\n\
          [assets]\ndit = \"{}\"\nencoder = \"{}\"\nidx = \"{}\"\n\
+         [data]\nvalidation_per_class = 2\nfinetune_per_class = 3\n\
          [train]\nbatch_size = 4\nmax_steps = 2\nema_decay = 0.5\n\
          [sample]\nsteps = \"3\"\nbatch = 4\n\
          [select]\ngroups = 2\nreal_max = 5\n\
@@ -96,9 +97,24 @@ fn pixel_ablation_job_runs_end_to_end_and_resumes() {
     for row in ["| random real subset |", "| plain DiT samples |", "| IM only |", "| S3 only |", "| IMS3 (IM + S3) |", "| DSA | 84.6 +- 0.3 | a paper, Table 1 |"] {
         assert!(md.contains(row), "{row} missing from\n{md}");
     }
+    for row in ["| IMS3 (IM + S3) - plain DiT samples |", "| IM only - random real subset |"] {
+        assert!(md.contains(row), "{row} missing from\n{md}");
+    }
+    // The held-out parts: fit, fine-tuning and validation images are disjoint and stratified
+    // (the fine-tuning split and the validation folder come from fit's training split).
+    let data = runs.join("data");
+    let count = |dir: &Path| std::fs::read_dir(dir).unwrap().count();
+    assert_eq!(count(&data.join("validation").join("0-t-shirt-top")), 2);
+    assert_eq!(std::fs::metadata(data.join("finetune/train-labels-idx1-ubyte")).unwrap().len(), 8 + 30);
+    assert_eq!(std::fs::metadata(data.join("fit/train-labels-idx1-ubyte")).unwrap().len(), 8 + 60);
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(results.join("results.json")).unwrap()).unwrap();
     let rows = json["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 5);
+    assert_eq!(json["comparisons"].as_array().unwrap().len(), 7);
+    for r in rows {
+        // Tested once after the last epoch: no best-on-test figure, a validation figure instead.
+        assert!(r["seeds"][0]["best_top1"].is_null() && r["final_val_top1"][0].is_f64(), "{r}");
+    }
     for r in rows {
         let acc = r["final_top1"][0].as_f64().unwrap();
         assert!((0.0..=100.0).contains(&acc), "{r}");
@@ -123,7 +139,7 @@ fn pixel_ablation_job_runs_end_to_end_and_resumes() {
         }
     }
     let doc = svg("accuracy.svg");
-    for t in methods.iter().chain(&["epoch", "test top-1 (%), mean +- std over seeds"]) {
+    for t in methods.iter().chain(&["epoch", "validation top-1 (%), mean +- std over seeds"]) {
         assert!(has(&doc, t), "accuracy.svg: no text {t}");
     }
     for arm in ["random-real", "dit", "im", "s3", "ims3"] {

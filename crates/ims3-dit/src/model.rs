@@ -142,18 +142,83 @@ impl Attention {
     }
 }
 
+/// How inference attention is launched (training always takes the explicit formula, which is
+/// what burn's attention decomposes into under autodiff anyway).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// [`AttentionKernel::PadHeadDim`] on GPU backends when the head dimension is not a multiple
+    /// of 16, [`AttentionKernel::Direct`] otherwise (Flex, the CPU backend, has no such limit).
+    #[default]
+    Auto,
+    /// burn's `attention` on q, k, v as they are. On CubeCL backends its flash kernels tile the
+    /// head dimension by the tensor-core instruction's k (16), so DiT-XL/2's 72 falls back to
+    /// about ten unfused kernels over the [N*H, T, T] scores.
+    Direct,
+    /// Zero-pad q, k, v to the next multiple of 16 (72 -> 80) with q pre-scaled by
+    /// sqrt(d_pad / d), so the kernel's default 1/sqrt(d_pad) scale gives the model's 1/sqrt(d);
+    /// the zero columns add nothing to q.k and the padded output columns are dropped.
+    PadHeadDim,
+}
+
+static ATTENTION_KERNEL: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+impl AttentionKernel {
+    /// Chooses the kernel for every later inference attention of this process.
+    pub fn set(self) {
+        ATTENTION_KERNEL.store(self as u8, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn current() -> Self {
+        match ATTENTION_KERNEL.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => Self::Direct,
+            2 => Self::PadHeadDim,
+            _ => Self::Auto,
+        }
+    }
+}
+
+/// Whether `device` runs CubeCL kernels (only CubeCL devices report an identity).
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn is_cubecl(device: &Device) -> bool {
+    device.identity().is_some()
+}
+
+/// Builds without a GPU backend have no CubeCL device.
+#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+fn is_cubecl(_device: &Device) -> bool {
+    false
+}
+
 /// softmax(q k^T / sqrt(d)) v on [N, H, T, d].
 ///
-/// burn's fused `attention` is used for inference; under autodiff it takes the unfused path
-/// anyway, so the explicit formula is used there (identical numerics, differentiable).
+/// burn's fused `attention` is used for inference (launched as [`AttentionKernel::current`]
+/// says); under autodiff it takes the unfused path anyway, so the explicit formula is used there
+/// (identical numerics, differentiable).
 pub fn scaled_dot_product_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    attention_with(q, k, v, AttentionKernel::current())
+}
+
+/// [`scaled_dot_product_attention`] launched as `kernel` says (inference only).
+pub fn attention_with(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, kernel: AttentionKernel) -> Tensor<4> {
     if q.device().is_autodiff() {
         let scale = (q.dims()[3] as f64).powf(-0.5);
         let attn = softmax(q.matmul(k.swap_dims(2, 3)) * scale, 3);
-        attn.matmul(v)
-    } else {
-        burn::tensor::module::attention(q, k, v, None, None, Default::default())
+        return attn.matmul(v);
     }
+    let d = q.dims()[3];
+    let pad = match kernel {
+        AttentionKernel::Direct => false,
+        AttentionKernel::PadHeadDim => true,
+        AttentionKernel::Auto => d % 16 != 0 && is_cubecl(&q.device()),
+    };
+    let padded = d.next_multiple_of(16);
+    if !pad || padded == d {
+        return burn::tensor::module::attention(q, k, v, None, None, Default::default());
+    }
+    let widen = |t: Tensor<4>| t.pad([(0, padded - d)], burn::tensor::ops::PadMode::Constant(0.0));
+    let q = widen(q * (padded as f64 / d as f64).sqrt());
+    let (k, v) = (widen(k), widen(v));
+    burn::tensor::module::attention(q, k, v, None, None, Default::default()).narrow(3, 0, d)
 }
 
 /// timm `Mlp`: fc1, GELU(tanh), fc2.

@@ -148,7 +148,24 @@ pub struct EvalConfig {
     pub convnet_width: usize,
     /// The geometric part of the test transform.
     pub test_transform: TestTransform,
+    /// When the real test split is read.
+    pub test_at: TestAt,
 }
+
+/// When an evaluation reads the real test split.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TestAt {
+    /// At every evaluation (every `eval_every` epochs and after the last): the reference's
+    /// protocol, whose reported number is the best of them, selected on the test split.
+    #[default]
+    Every,
+    /// After the last epoch only; the evaluations before it read the validation split alone,
+    /// so nothing is chosen by looking at the test split.
+    Final,
+}
+
+ims3_util::choice!(TestAt, "test-at", { TestAt::Every => "every", TestAt::Final => "final" });
 
 /// The optimiser of the student.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -237,6 +254,7 @@ impl EvalConfig {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             convnet_width: 128,
             test_transform: TestTransform::ResizeCenterCrop,
+            test_at: TestAt::Every,
         }
     }
 
@@ -296,6 +314,7 @@ impl EvalConfig {
             "cutmix_beta": self.cutmix_beta, "eval_every": self.eval_every,
             "norm": self.norm, "augment": format!("{:?}", self.augment),
             "convnet_width": self.convnet_width, "test_transform": self.test_transform, "mean": self.mean, "std": self.std,
+            "test_at": self.test_at,
         })
     }
 

@@ -17,12 +17,14 @@ pub mod data;
 pub mod net;
 pub mod ranking;
 pub mod report;
+pub mod stats;
 pub mod train;
 
-pub use config::{EvalConfig, Labels, LrSchedule, NetKind, Optimizer, SoftLabels, epochs_for, epochs_for_ipc, reference_milestones, soft_batch_size};
+pub use config::{EvalConfig, Labels, TestAt, LrSchedule, NetKind, Optimizer, SoftLabels, epochs_for, epochs_for_ipc, reference_milestones, soft_batch_size};
 pub use data::ImageSet;
 pub use net::EvalNet;
 pub use report::{EvalReport, mean_std};
+pub use stats::PairedDifference;
 pub use train::{EvalSets, SeedResult, Teacher, accuracy, train_and_eval};
 
 use ims3_nets::NetError;

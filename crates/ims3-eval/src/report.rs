@@ -30,7 +30,8 @@ pub struct EvalReport {
     pub seeds: Vec<SeedResult>,
     /// (mean, sample std) over seeds.
     pub final_top1: (f64, f64),
-    pub best_top1: (f64, f64),
+    /// Absent when the test split was read after the last epoch only.
+    pub best_top1: Option<(f64, f64)>,
     pub val_selected_top1: Option<(f64, f64)>,
     pub command: String,
 }
@@ -40,7 +41,7 @@ impl EvalReport {
     /// from).
     pub fn new(title: &str, cfg: &EvalConfig, train: &ImageSet, test: &ImageSet, data: serde_json::Value, seeds: Vec<SeedResult>, command: &str) -> Self {
         let pick = |f: &dyn Fn(&SeedResult) -> f64| mean_std(&seeds.iter().map(f).collect::<Vec<_>>());
-        let val = seeds.iter().all(|s| s.val_selected_top1.is_some()).then(|| pick(&|s| s.val_selected_top1.unwrap_or(0.0)));
+        let all = |f: &dyn Fn(&SeedResult) -> Option<f64>| seeds.iter().map(f).collect::<Option<Vec<f64>>>().filter(|v| !v.is_empty()).map(|v| mean_std(&v));
         Self {
             title: title.into(),
             net: cfg.net.to_string(),
@@ -50,8 +51,8 @@ impl EvalReport {
             settings: cfg.settings_json(),
             data,
             final_top1: pick(&|s| s.final_top1),
-            best_top1: pick(&|s| s.best_top1),
-            val_selected_top1: val,
+            best_top1: all(&|s| s.best_top1),
+            val_selected_top1: all(&|s| s.val_selected_top1),
             seeds,
             command: command.into(),
         }
@@ -66,13 +67,17 @@ impl EvalReport {
 ", self.title, self.net, self.train_images, self.epochs, self.test_images, self.seeds.len());
         md.push_str("| top-1 (%) | mean +- std |\n|---|---|\n");
         md.push_str(&format!("| final epoch | {} |\n", pm(self.final_top1)));
-        md.push_str(&format!("| best epoch (selected on the test split, as the reference reports) | {} |\n", pm(self.best_top1)));
+        if let Some(b) = self.best_top1 {
+            md.push_str(&format!("| best epoch (selected on the test split, as the reference reports) | {} |\n", pm(b)));
+        }
         if let Some(v) = self.val_selected_top1 {
             md.push_str(&format!("| at the epoch best on held-out validation | {} |\n", pm(v)));
         }
-        md.push_str("\n| seed | final | best (epoch) | seconds |\n|---|---|---|---|\n");
+        md.push_str("\n| seed | final | best on test (epoch) | best validation epoch | seconds |\n|---|---|---|---|---|\n");
+        let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
         for s in &self.seeds {
-            md.push_str(&format!("| {} | {:.2} | {:.2} ({}) | {:.0} |\n", s.seed, s.final_top1, s.best_top1, s.best_epoch, s.seconds));
+            let best = s.best_top1.zip(s.best_epoch).map(|(t, e)| format!("{t:.2} ({e})"));
+            md.push_str(&format!("| {} | {:.2} | {} | {} | {:.0} |\n", s.seed, s.final_top1, or_dash(best), or_dash(s.val_best_epoch.map(|e| e.to_string())), s.seconds));
         }
         md.push_str(&format!("\nProduced by: `{}`\n", self.command));
         md

@@ -23,7 +23,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::EvalError;
-use crate::config::{EvalConfig, Labels, Optimizer, SoftLabels};
+use crate::config::{EvalConfig, Labels, Optimizer, SoftLabels, TestAt};
 use crate::data::ImageSet;
 use crate::net::{EvalNet, reinit_seeded};
 
@@ -158,14 +158,21 @@ fn accuracy_cropped(net: &EvalNet, set: &ImageSet, cfg: &EvalConfig, device: &De
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SeedResult {
     pub seed: u64,
+    /// Test top-1 after the last epoch.
     pub final_top1: f64,
-    /// Best test top-1 over the evaluations: selected on the test split, as the reference reports.
-    pub best_top1: f64,
-    pub best_epoch: usize,
-    /// Test top-1 at the epoch best on the held-out validation set, if one was given.
+    /// Best test top-1 over the evaluations: selected on the test split, as the reference
+    /// reports (only when the test split is read at every evaluation).
+    pub best_top1: Option<f64>,
+    pub best_epoch: Option<usize>,
+    /// Test top-1 at the epoch best on the held-out validation set (only when the test split
+    /// is read at every evaluation and a validation set was given).
     pub val_selected_top1: Option<f64>,
-    /// (epoch, test top-1, validation top-1) at every evaluation.
-    pub curve: Vec<(usize, f64, Option<f64>)>,
+    /// The evaluation epoch with the best validation top-1 (the first of ties).
+    #[serde(default)]
+    pub val_best_epoch: Option<usize>,
+    /// (epoch, test top-1, validation top-1) at every evaluation; the test entry is absent where
+    /// the test split was not read.
+    pub curve: Vec<(usize, Option<f64>, Option<f64>)>,
     /// Mean training loss of the first and of the last epoch.
     pub first_epoch_loss: f64,
     pub last_epoch_loss: f64,
@@ -259,28 +266,33 @@ pub fn train_and_eval(
         if epoch + 1 == cfg.epochs {
             last_loss = mean_loss;
         }
-        if (epoch + 1) % cfg.eval_every == 0 || epoch + 1 == cfg.epochs {
-            let t = accuracy_cropped(&net, &test_cropped, cfg, &ad);
+        let last = epoch + 1 == cfg.epochs;
+        if (epoch + 1) % cfg.eval_every == 0 || last {
+            let t = (last || cfg.test_at == TestAt::Every).then(|| accuracy_cropped(&net, &test_cropped, cfg, &ad));
             let v = val_cropped.as_ref().map(|v| accuracy_cropped(&net, v, cfg, &ad));
             curve.push((epoch + 1, t, v));
             if let Some(pb) = progress {
-                pb.set_message(format!("seed {seed} epoch {} loss {mean_loss:.3} test {t:.2}%", epoch + 1));
+                let shown = |name: &str, a: Option<f64>| a.map(|a| format!(" {name} {a:.2}%")).unwrap_or_default();
+                pb.set_message(format!("seed {seed} epoch {} loss {mean_loss:.3}{}{}", epoch + 1, shown("val", v), shown("test", t)));
             }
         }
         if let Some(pb) = progress {
             pb.inc(1);
         }
     }
-    let (best_epoch, best_top1) = curve.iter().map(|(e, t, _)| (*e, *t)).fold((0, f64::MIN), |a, b| if b.1 > a.1 { b } else { a });
-    let val_selected_top1 = val.map(|_| {
-        curve.iter().fold((f64::MIN, 0.0), |a, (_, t, v)| if v.unwrap_or(f64::MIN) > a.0 { (v.unwrap_or(f64::MIN), *t) } else { a }).1
+    let tested: Vec<(usize, f64)> = curve.iter().filter_map(|(e, t, _)| t.map(|t| (*e, t))).collect();
+    let best = (cfg.test_at == TestAt::Every).then(|| tested.iter().copied().fold((0, f64::MIN), |a, b| if b.1 > a.1 { b } else { a }));
+    let val_best = curve.iter().filter_map(|(e, t, v)| v.map(|v| (*e, *t, v))).fold(None, |a: Option<(usize, Option<f64>, f64)>, b| match a {
+        Some(a) if a.2 >= b.2 => Some(a),
+        _ => Some(b),
     });
     Ok(SeedResult {
         seed,
-        final_top1: curve.last().map_or(0.0, |c| c.1),
-        best_top1,
-        best_epoch,
-        val_selected_top1,
+        final_top1: tested.last().map_or(0.0, |c| c.1),
+        best_top1: best.map(|b| b.1),
+        best_epoch: best.map(|b| b.0),
+        val_selected_top1: val_best.and_then(|b| b.1).filter(|_| cfg.test_at == TestAt::Every),
+        val_best_epoch: val_best.map(|b| b.0),
         curve,
         first_epoch_loss: first_loss,
         last_epoch_loss: last_loss,

@@ -75,8 +75,16 @@ fn a_short_run_learns_the_synthetic_task() {
     assert!(r.last_epoch_loss < r.first_epoch_loss, "loss {} -> {}", r.first_epoch_loss, r.last_epoch_loss);
     assert!(r.final_top1 >= 80.0, "final top-1 {}", r.final_top1);
     assert_eq!(r.curve.iter().map(|c| c.0).collect::<Vec<_>>(), vec![4, 8]);
-    assert!(r.best_top1 >= r.final_top1);
-    assert!(r.val_selected_top1.is_some());
+    assert!(r.best_top1.unwrap() >= r.final_top1);
+    assert!(r.val_selected_top1.is_some() && r.val_best_epoch.is_some());
+    assert!(r.curve.iter().all(|c| c.1.is_some() && c.2.is_some()));
+    // Testing after the last epoch only: the same training, the test split read once.
+    let mut once = cfg.clone();
+    once.test_at = ims3_eval::TestAt::Final;
+    let f = train_and_eval(EvalSets { train: &train, test: &test, val: Some(&test) }, &once, None, 0, &device, None).unwrap();
+    assert_eq!(f.final_top1, r.final_top1);
+    assert_eq!(f.curve.iter().map(|c| (c.0, c.1.is_some(), c.2)).collect::<Vec<_>>(), r.curve.iter().map(|c| (c.0, c.0 == 8, c.2)).collect::<Vec<_>>());
+    assert_eq!((f.best_top1, f.val_selected_top1, f.val_best_epoch), (None, None, r.val_best_epoch));
     // Same seed, same result.
     let again = train_and_eval(EvalSets { train: &train, test: &test, val: None }, &cfg, None, 0, &device, None).unwrap();
     assert_eq!(again.final_top1, r.final_top1);

@@ -141,6 +141,34 @@ impl IdxSplit {
     pub fn of_class(&self, c: u8) -> Vec<usize> {
         (0..self.len()).filter(|&i| self.labels[i] == c).collect()
     }
+
+    /// The images `ids` (in that order) as a split of their own.
+    pub fn subset(&self, ids: &[usize]) -> IdxSplit {
+        let mut pixels = Vec::with_capacity(ids.len() * self.height * self.width);
+        for &i in ids {
+            pixels.extend_from_slice(self.image(i));
+        }
+        IdxSplit { pixels, labels: ids.iter().map(|&i| self.labels[i]).collect(), height: self.height, width: self.width }
+    }
+
+    /// Writes `<dir>/<prefix>-images-idx3-ubyte` and `<dir>/<prefix>-labels-idx1-ubyte`
+    /// (uncompressed), each atomically; `read(dir, prefix)` gives the split back.
+    pub fn write(&self, dir: &Path, prefix: &str) -> Result<(), ImageError> {
+        let n = self.len() as u32;
+        for (stem, dims, data) in [
+            (format!("{prefix}-images-idx3-ubyte"), vec![n, self.height as u32, self.width as u32], &self.pixels),
+            (format!("{prefix}-labels-idx1-ubyte"), vec![n], &self.labels),
+        ] {
+            let mut bytes = vec![0u8, 0, 0x08, dims.len() as u8];
+            for d in dims {
+                bytes.extend(d.to_be_bytes());
+            }
+            bytes.extend_from_slice(data);
+            let path = dir.join(stem);
+            ims3_util::atomic_write(&path, &bytes).map_err(|source| ImageError::Write { path, source })?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -157,5 +185,17 @@ mod tests {
         assert!(parse_idx_u8(&b).unwrap_err().to_string().contains("0x0d"));
         assert!(parse_idx_u8(b"PNG").unwrap_err().to_string().contains("bad magic"));
         assert_eq!(grey_stats(&[0, 255]), (0.5, 0.5));
+    }
+
+    #[test]
+    fn subset_writes_and_reads_back() {
+        let split = IdxSplit { pixels: (0..4 * 6).map(|v| v as u8).collect(), labels: vec![3, 1, 3, 0], height: 2, width: 3 };
+        let sub = split.subset(&[2, 0]);
+        assert_eq!(sub.labels, vec![3, 3]);
+        assert_eq!(sub.image(0), split.image(2));
+        assert_eq!(sub.image(1), split.image(0));
+        let dir = tempfile::tempdir().unwrap();
+        sub.write(dir.path(), "train").unwrap();
+        assert_eq!(IdxSplit::read(dir.path(), "train").unwrap(), sub);
     }
 }

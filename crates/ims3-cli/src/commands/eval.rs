@@ -92,6 +92,10 @@ pub struct Args {
     /// or pil (torchvision's on 8-bit images).
     #[arg(long)]
     pub color_jitter: Option<ColorJitterKind>,
+    /// When the test split is read: `every` evaluation (the reference; its best-on-test column)
+    /// or only after the `final` epoch (the evaluations before read --val alone).
+    #[arg(long, default_value = "every")]
+    pub test_at: ims3_eval::TestAt,
     /// Train only this worker's share of the seeds (`i/n`: the k-th seed of --seeds when
     /// k mod n = i). Each seed is one work item, kept in `<out>/seeds/`; a run without
     /// --shard trains what is missing and writes the report. Results equal one worker's.
@@ -152,6 +156,7 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
     if let Some(k) = a.color_jitter {
         cfg.augment.color_jitter_kind = k;
     }
+    cfg.test_at = a.test_at;
     let train = ImageSet::read(&a.distilled, &classes)?;
     let test = match (&idx, &a.test) {
         (Some((_, t10k)), _) => {
@@ -200,7 +205,13 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
         if v["fingerprint"] != fingerprint {
             return None;
         }
-        serde_json::from_value(v["result"].clone()).ok()
+        match serde_json::from_value(v["result"].clone()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!("{}: cannot read the seed's result ({e}); training it again", item(seed).display());
+                None
+            }
+        }
     };
     let shard = a.shard.unwrap_or(ims3_util::Shard::ALL);
     let todo: Vec<u64> = a.seeds.iter().enumerate().filter(|(k, s)| shard.owns(*k) && done(**s).is_none()).map(|(_, s)| *s).collect();
@@ -229,7 +240,12 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
     let title = format!("{} on {} ({} IPC{})", cfg.net, spec.name, a.ipc, if a.labels == LabelKind::Soft { ", soft labels" } else { "" });
     let report = EvalReport::new(&title, &cfg, &train, &test, data, results, &super::command_line().join(" "));
     report.write(&a.out)?;
-    let curve = crate::figures::accuracy_figure(&format!("{title}: test top-1 vs epoch"), &[crate::figures::accuracy_band(&cfg.net.to_string(), &report.seeds)])?;
+    let split = crate::figures::Split::of_curves(&report.seeds);
+    let curve = crate::figures::accuracy_figure(
+        &format!("{title}: {} top-1 vs epoch", if split == crate::figures::Split::Test { "test" } else { "validation" }),
+        &[crate::figures::accuracy_band(&cfg.net.to_string(), &report.seeds, split)],
+        split,
+    )?;
     crate::figures::write(&a.out.join("curve.svg"), &curve)?;
     print!("{}", report.markdown());
     Ok(())

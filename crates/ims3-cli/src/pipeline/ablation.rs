@@ -7,15 +7,23 @@
 //! ImageNet ResNet-18 of S3, and the IDX files. Stages, each recorded by `<run>/<stage>.done`:
 //!
 //! ```text
-//! finetune      IM fine-tuning (Difffit) of the DiT on the real training set
+//! data          the training split cut once (`holdout.rs`): a validation split held out, the
+//!               rest (`fit`), and the IM fine-tuning set drawn from it
+//! finetune      IM fine-tuning (Difffit) of the DiT on the fine-tuning set
 //! sample-dit    G x IPC candidates per class from the pretrained DiT
 //! sample-im     the same from the IM fine-tuned DiT (same noise)
 //! select-s3     S3 over the pretrained DiT's candidates
 //! select-ims3   S3 over the IM candidates (= IMS3)
 //! arms          the five distilled sets as folders: random real, DiT (group 0), IM (group 0), S3, IMS3
-//! eval-<arm>-seed<s>  ConvNet-3 on each set, tested on the 10k real test images, one stage per seed
-//! report        results.md/json (table, literature), contact sheets, embedding plot, coverage/density
+//! eval-<arm>-seed<s>  ConvNet-3 on each set, one stage per seed: validated every `eval_every`
+//!               epochs on the held-out validation split, tested once, after the last epoch, on
+//!               the 10k real test images
+//! report        results.md/json (table, paired comparisons, literature), contact sheets,
+//!               embedding plots, feature measures of the sets and of the two generators
 //! ```
+//!
+//! The test split is read by the evaluations' last step only: every choice (epochs, settings)
+//! is made on the validation split.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -26,8 +34,9 @@ use ims3_features::FeatureEncoder;
 use ims3_images::Rgb;
 use serde::Serialize;
 
+use super::holdout::{self, DataDirs};
 use super::recipe::{AblationRecipe, Recipe};
-use super::report::{read_eval, stage_table, write_results};
+use super::report::{pm, read_eval, stage_table, write_results};
 use super::runner::{Invocation, Runner, StageKind, Timing, git_revision};
 use super::stages::{Shared, TestSet, TrainingSet};
 use crate::args::to_args;
@@ -41,7 +50,8 @@ pub const ARMS: [(&str, &str); 5] = [
     ("ims3", "IMS3 (IM + S3)"),
 ];
 
-pub const STAGES: [StageKind; 6] = [
+pub const STAGES: [StageKind; 7] = [
+    StageKind { name: "data", outputs: &["data"] },
     StageKind { name: "finetune", outputs: &["finetune"] },
     StageKind { name: "sample", outputs: &["candidates-dit", "candidates-im"] },
     StageKind { name: "select", outputs: &["s3", "ims3"] },
@@ -74,12 +84,20 @@ pub fn run(recipe: AblationRecipe, at: &Invocation) -> Result<()> {
     let mut runner = Runner::new(at, &STAGES, recipe.eval.parallel)?;
     std::fs::create_dir_all(results)?;
 
+    // The training split cut once: validation held out, the fine-tuning set drawn.
+    let dirs = DataDirs::under(run_dir);
+    let classes: Vec<(String, u8)> = spec.classes.iter().map(|c| (c.wnid.clone(), c.imagenet as u8)).collect();
+    runner.local("data", || holdout::write(&idx, &classes, &recipe.data, recipe.seed, &dirs))?;
+    if runner.stop_after("data") {
+        return Ok(());
+    }
+
     // IM fine-tuning.
     let cfg_path = run_dir.join("train.toml");
     ims3_util::atomic_write(&cfg_path, Recipe::train_toml(&recipe.train, recipe.seed)?.as_bytes())?;
     let ft = run_dir.join("finetune");
     let shared = Shared { dataset: &recipe.dataset, ipc: recipe.ipc, seed: recipe.seed, sample: &recipe.sample, select: &recipe.select };
-    let args = shared.finetune(&recipe.assets.dit, TrainingSet::Idx(&idx), &cfg_path, &ft);
+    let args = shared.finetune(&recipe.assets.dit, TrainingSet::Idx(&dirs.finetune), &cfg_path, &ft);
     runner.child("finetune", to_args("finetune", &args))?;
     if runner.stop_after("finetune") {
         return Ok(());
@@ -99,7 +117,7 @@ pub fn run(recipe: AblationRecipe, at: &Invocation) -> Result<()> {
     // S3 over each.
     let select_args = |cands: &Path, out: &Path| {
         let mut a = shared.select(cands, &recipe.assets.encoder, spec.classes.iter().map(|c| c.wnid.clone()).collect(), out);
-        a.real_idx = Some(idx.clone());
+        a.real_idx = Some(dirs.fit.clone());
         a
     };
     runner.sharded(vec![
@@ -112,14 +130,16 @@ pub fn run(recipe: AblationRecipe, at: &Invocation) -> Result<()> {
 
     // The five sets as image folders.
     let arms_dir = run_dir.join("arms");
-    runner.local("arms", || write_arms(&recipe, &spec, &idx, run_dir, &arms_dir))?;
+    runner.local("arms", || write_arms(&recipe, &spec, &dirs.fit, run_dir, &arms_dir))?;
     if runner.stop_after("arms") {
         return Ok(());
     }
 
     // Evaluations: one stage per (set, seed), so the workers stay busy to the end.
     let eval_args = |arm: &str, seed: u64| {
-        let mut a = shared.eval(&arms_dir.join(arm), &recipe.eval.net, TestSet::Idx(&idx), &eval_dir(results, arm, seed));
+        let mut a = shared.eval(&arms_dir.join(arm), &recipe.eval.net, TestSet::Idx(&dirs.fit), &eval_dir(results, arm, seed));
+        a.val = Some(dirs.validation.clone());
+        a.test_at = ims3_eval::TestAt::Final;
         a.batch = Some(recipe.eval.batch);
         a.width = Some(recipe.eval.width);
         a.size = 28;
@@ -142,7 +162,7 @@ pub fn run(recipe: AblationRecipe, at: &Invocation) -> Result<()> {
     }
 
     // Report.
-    let measures = runner.always("report", || report(&recipe, &spec, &idx, &arms_dir, results, device))?;
+    let measures = runner.always("report", || report(&recipe, &spec, &dirs.fit, run_dir, &arms_dir, results, device))?;
     let total = started.elapsed().as_secs_f64();
     write_ablation_results(&recipe, &spec, results, &measures, &runner.timings, total, at)?;
     let page = write_figures_and_page(&recipe, results, run_dir)?;
@@ -222,16 +242,67 @@ fn write_arms(recipe: &AblationRecipe, spec: &ims3_datasets::DatasetSpec, idx: &
     Ok(())
 }
 
-/// Feature measures of one arm, averaged over classes.
+/// Feature measures of a set of images per class (encoder features, L2-normalised).
 #[derive(Clone, Debug, Serialize)]
-pub struct ArmMeasures {
-    pub arm: String,
+pub struct SetMeasures {
+    /// The arm (or `candidates-dit` / `candidates-im`, or `real`).
+    pub set: String,
+    /// Coverage and density (Naeem et al. 2020) against the real features, averaged over classes.
     pub coverage: f64,
     pub density: f64,
-    /// Cosine distance between the arm's class centroid and the real one (S3's closeness).
+    /// Cosine distance between the set's class centroid and the real one, averaged over classes
+    /// (S3's closeness).
     pub centroid_distance: f64,
-    /// Mean pairwise Euclidean distance of the arm's features within a class (spread).
+    /// Mean pairwise Euclidean distance of the set's features within a class (spread).
     pub spread: f64,
+    /// Mean cosine distance between the set's class centroids over all pairs of classes
+    /// (inter-class separation: S3's "far from each other").
+    pub separation: f64,
+}
+
+impl SetMeasures {
+    /// The measures of `feats[class][image]` against `real[class][image]`.
+    fn of(set: &str, feats: &[Vec<Vec<f64>>], real: &[Vec<Vec<f64>>], k: usize) -> Self {
+        let n = feats.len() as f64;
+        let (mut cov, mut den, mut cd, mut spread) = (0.0, 0.0, 0.0, 0.0);
+        for (f, r) in feats.iter().zip(real) {
+            let (cv, dn) = ims3_report::coverage_density(r, f, k);
+            cov += cv;
+            den += dn;
+            cd += ims3_s3::cosine_distance(&ims3_s3::centroid(f), &ims3_s3::centroid(r));
+            spread += mean_pairwise(f);
+        }
+        Self { set: set.into(), coverage: cov / n, density: den / n, centroid_distance: cd / n, spread: spread / n, separation: separation(feats) }
+    }
+
+    /// The real features' own spread and separation (their coverage and density are not
+    /// defined against themselves).
+    fn real(real: &[Vec<Vec<f64>>]) -> Self {
+        let spread = real.iter().map(|f| mean_pairwise(f)).sum::<f64>() / real.len() as f64;
+        Self { set: "real".into(), coverage: f64::NAN, density: f64::NAN, centroid_distance: 0.0, spread, separation: separation(real) }
+    }
+}
+
+/// Mean cosine distance between the class centroids of `feats[class][image]`, over class pairs.
+fn separation(feats: &[Vec<Vec<f64>>]) -> f64 {
+    let c: Vec<Vec<f64>> = feats.iter().map(|f| ims3_s3::centroid(f)).collect();
+    let (mut s, mut n) = (0.0, 0usize);
+    for i in 0..c.len() {
+        for j in i + 1..c.len() {
+            s += ims3_s3::cosine_distance(&c[i], &c[j]);
+            n += 1;
+        }
+    }
+    if n == 0 { 0.0 } else { s / n as f64 }
+}
+
+/// What the report stage measures: each arm's set, the two generators' whole candidate pools
+/// (before and after IM), and the real features.
+#[derive(Clone, Debug, Serialize)]
+pub struct Measures {
+    pub arms: Vec<SetMeasures>,
+    pub generators: Vec<SetMeasures>,
+    pub real: SetMeasures,
 }
 
 fn read_arm(arms: &Path, arm: &str, spec: &ims3_datasets::DatasetSpec) -> Result<Vec<Vec<Rgb>>> {
@@ -256,7 +327,7 @@ fn mean_pairwise(f: &[Vec<f64>]) -> f64 {
 }
 
 /// Contact sheets, the embedding plot and the feature measures.
-fn report(recipe: &AblationRecipe, spec: &ims3_datasets::DatasetSpec, idx: &Path, arms: &Path, results: &Path, device: &DeviceSpec) -> Result<Vec<ArmMeasures>> {
+fn report(recipe: &AblationRecipe, spec: &ims3_datasets::DatasetSpec, idx: &Path, run_dir: &Path, arms: &Path, results: &Path, device: &DeviceSpec) -> Result<Measures> {
     let dev = device.open()?;
     let encoder = ims3_features::ConvNetEncoder::load(&recipe.assets.encoder, dev)?;
     let train = ims3_images::idx::IdxSplit::read(idx, "train")?;
@@ -276,23 +347,18 @@ fn report(recipe: &AblationRecipe, spec: &ims3_datasets::DatasetSpec, idx: &Path
         let images = read_arm(arms, arm, spec)?;
         let sheet = ims3_report::labelled_contact_sheet(&format!("{label}: {} images per class", recipe.ipc), &images, &class_names, 2, 2)?;
         crate::figures::write(&results.join(format!("distilled-{arm}.svg")), &sheet)?;
-        let (mut cov, mut den, mut cd, mut spread) = (0.0, 0.0, 0.0, 0.0);
-        let mut feats = Vec::new();
-        for (c, imgs) in images.iter().enumerate() {
-            let f = encoder.encode(imgs);
-            let (cv, dn) = ims3_report::coverage_density(&real[c], &f, recipe.report.k);
-            cov += cv;
-            den += dn;
-            cd += ims3_s3::cosine_distance(&ims3_s3::centroid(&f), &ims3_s3::centroid(&real[c]));
-            spread += mean_pairwise(&f);
-            feats.push(f);
-        }
-        let n = images.len() as f64;
-        measures.push(ArmMeasures { arm: arm.to_string(), coverage: cov / n, density: den / n, centroid_distance: cd / n, spread: spread / n });
+        let feats: Vec<Vec<Vec<f64>>> = images.iter().map(|imgs| encoder.encode(imgs)).collect();
+        measures.push(SetMeasures::of(arm, &feats, &real, recipe.report.k));
         distilled.push(feats);
     }
-    let real_spread = real.iter().map(|f| mean_pairwise(f)).sum::<f64>() / real.len() as f64;
-    measures.push(ArmMeasures { arm: "real (reference)".into(), coverage: f64::NAN, density: f64::NAN, centroid_distance: 0.0, spread: real_spread });
+    // The generators before and after IM, over every candidate (G x IPC per class, same noise).
+    let mut generators = Vec::new();
+    for which in ["dit", "im"] {
+        let dir = run_dir.join(format!("candidates-{which}"));
+        let feats: Vec<Vec<Vec<f64>>> =
+            spec.classes.iter().map(|c| Ok(encoder.encode(&ims3_s3::pipeline::read_candidates(&dir, &c.wnid)?))).collect::<Result<_>>()?;
+        generators.push(SetMeasures::of(&format!("candidates-{which}"), &feats, &real, recipe.report.k));
+    }
     // The IMS3 set is the job's product: its sheet also under the plain name.
     std::fs::copy(results.join("distilled-ims3.svg"), results.join("contact-sheet.svg"))?;
 
@@ -331,7 +397,7 @@ fn report(recipe: &AblationRecipe, spec: &ims3_datasets::DatasetSpec, idx: &Path
     let tsne_xy = ims3_report::tsne_2d(&plotted(TSNE_REAL_PER_CLASS), &ims3_report::TsneOptions { seed: recipe.seed, ..Default::default() })?;
     let tsne_panels = panels(&tsne_xy, TSNE_REAL_PER_CLASS);
     crate::figures::write(&results.join("embedding-tsne.svg"), &ims3_report::embedding_panels(&title("t-SNE"), "t-SNE", &tsne_panels, &class_names, 320)?)?;
-    Ok(measures)
+    Ok(Measures { arms: measures, generators, real: SetMeasures::real(&real) })
 }
 
 /// Real features per class in the t-SNE fit (with every distilled one): enough to show the
@@ -343,9 +409,13 @@ fn write_figures_and_page(recipe: &AblationRecipe, results: &Path, run_dir: &Pat
     let mut bands = Vec::new();
     for (arm, label) in ARMS {
         let seeds: Vec<ims3_eval::SeedResult> = recipe.eval.seeds.iter().map(|&s| read_eval(&eval_dir(results, arm, s)).map(|r| r.seeds)).collect::<Result<Vec<_>>>()?.into_iter().flatten().collect();
-        bands.push(crate::figures::accuracy_band(label, &seeds));
+        bands.push(crate::figures::accuracy_band(label, &seeds, crate::figures::Split::Validation));
     }
-    let accuracy = crate::figures::accuracy_figure(&format!("{} on each distilled set: test top-1 vs epoch", recipe.eval.net), &bands)?;
+    let accuracy = crate::figures::accuracy_figure(
+        &format!("{} on each distilled set: validation top-1 vs epoch", recipe.eval.net),
+        &bands,
+        crate::figures::Split::Validation,
+    )?;
     let losses = crate::figures::loss_figure("IM fine-tuning of the DiT: loss terms vs step", &run_dir.join("finetune/metrics.jsonl"))?;
     let (s3, ims3) = (run_dir.join("s3/selection.json"), run_dir.join("ims3/selection.json"));
     let objective = crate::figures::objective_figure("S3 objective per sweep", &[("S3 (pretrained DiT)".to_string(), &s3), ("IMS3 (IM fine-tuned DiT)".to_string(), &ims3)])?;
@@ -353,7 +423,7 @@ fn write_figures_and_page(recipe: &AblationRecipe, results: &Path, run_dir: &Pat
         crate::figures::write(&results.join(name), svg)?;
     }
     let read = |name: &str| std::fs::read_to_string(results.join(name)).with_context(|| format!("{}: cannot read", results.join(name).display()));
-    let mut figures = vec![ims3_report::Figure { caption: "Test top-1 vs epoch (mean and band of one std over seeds)".into(), svg: accuracy }];
+    let mut figures = vec![ims3_report::Figure { caption: "Validation top-1 vs epoch (mean and band of one std over seeds)".into(), svg: accuracy }];
     for (caption, file) in [
         ("t-SNE of real and distilled features", "embedding-tsne.svg"),
         ("PCA of real and distilled features", "embedding-pca.svg"),
@@ -371,69 +441,111 @@ fn write_figures_and_page(recipe: &AblationRecipe, results: &Path, run_dir: &Pat
     Ok(path)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_ablation_results(
-    recipe: &AblationRecipe,
-    spec: &ims3_datasets::DatasetSpec,
-    results: &Path,
-    measures: &[ArmMeasures],
-    timings: &[Timing],
-    total: f64,
-    at: &Invocation,
-) -> Result<()> {
-    let mut rows = Vec::new();
+/// The paired comparisons of the results table: (a, b) reads "a - b".
+pub const COMPARISONS: [(&str, &str); 7] =
+    [("im", "dit"), ("s3", "dit"), ("ims3", "dit"), ("dit", "random-real"), ("im", "random-real"), ("s3", "random-real"), ("ims3", "random-real")];
+
+fn label_of(arm: &str) -> &'static str {
+    ARMS.iter().find(|(a, _)| *a == arm).map(|(_, l)| *l).expect("a known arm")
+}
+
+/// The validation top-1 after the last epoch.
+fn final_val(s: &ims3_eval::SeedResult) -> Option<f64> {
+    s.curve.last().and_then(|c| c.2)
+}
+
+fn write_ablation_results(recipe: &AblationRecipe, spec: &ims3_datasets::DatasetSpec, results: &Path, measures: &Measures, timings: &[Timing], total: f64, at: &Invocation) -> Result<()> {
+    let h = &recipe.data;
     let mut md = format!(
-        "# {}\n\n{} IPC {}: {} width {} trained on each distilled set for {} epochs (batch {}, lr {}), tested on the {} real test images every {} epochs; mean +- sample std over seeds {:?}. \
-Coverage and density (Naeem et al. 2020, k = {}) of the set's encoder features against {} real training images per class, averaged over classes; \
-centroid distance = cosine distance of the set's class centroid to the real one; spread = mean pairwise feature distance within a class. \
-IOR (DD-Ranking's improvement over random) = the set's final-epoch top-1 minus the random real subset's, seed by seed, mean +- sample std of the differences; \
-no full-data run exists for this protocol, so HLR and LRS are not given.\n\n\
-| method | top-1 final epoch | top-1 best epoch (selected on test) | IOR | coverage | density | centroid distance | spread |\n|---|---|---|---|---|---|---|---|\n",
-        recipe.name, spec.name, recipe.ipc, recipe.eval.net.id(), recipe.eval.width, recipe.eval.epochs, recipe.eval.batch, recipe.eval.lr,
-        10000, recipe.eval.eval_every, recipe.eval.seeds, recipe.report.k, recipe.report.real_per_class
+        "# {}\n\n{} IPC {}: {} width {} trained on each distilled set for {} epochs (batch {}, lr {}); validated every {} epochs on {} training images per class held out \
+from everything else (the curves in `accuracy.svg`), tested once, after the last epoch, on the {} real test images; mean +- sample std over seeds {:?}. \
+IOR (DD-Ranking's improvement over random) = the set's test top-1 minus the random real subset's, seed by seed, mean +- sample std of the differences; \
+no full-data run exists for this protocol, so HLR and LRS are not given. Feature measures (the encoder's L2-normalised features) are explained below the tables.\n\n\
+| method | test top-1 (final epoch) | validation top-1 (final epoch) | best validation epoch per seed | IOR |\n|---|---|---|---|---|\n",
+        recipe.name, spec.name, recipe.ipc, recipe.eval.net.id(), recipe.eval.width, recipe.eval.epochs, recipe.eval.batch, recipe.eval.lr, recipe.eval.eval_every,
+        h.validation_per_class, 10000, recipe.eval.seeds
     );
-    let mut random_real: Vec<ims3_eval::SeedResult> = Vec::new();
-    for ((arm, label), m) in ARMS.iter().zip(measures) {
+    let mut per_arm: Vec<(&str, Vec<ims3_eval::SeedResult>)> = Vec::new();
+    for (arm, _) in ARMS {
         let mut seeds = Vec::new();
         for &seed in &recipe.eval.seeds {
             let dir = eval_dir(results, arm, seed);
             let rep = read_eval(&dir)?;
             seeds.push(rep.seeds.into_iter().next().with_context(|| format!("{}: eval.json holds no seed", dir.display()))?);
         }
-        let pick = |f: fn(&ims3_eval::SeedResult) -> f64| -> (f64, f64) { ims3_eval::mean_std(&seeds.iter().map(f).collect::<Vec<_>>()) };
-        let (fin, best) = (pick(|s| s.final_top1), pick(|s| s.best_top1));
+        per_arm.push((arm, seeds));
+    }
+    let top1 = |arm: &str| -> Vec<f64> { per_arm.iter().find(|(a, _)| *a == arm).expect("every arm").1.iter().map(|s| s.final_top1).collect() };
+    let mut rows = Vec::new();
+    for ((arm, seeds), m) in per_arm.iter().zip(&measures.arms) {
+        let fin = ims3_eval::mean_std(&top1(arm));
+        let val: Option<Vec<f64>> = seeds.iter().map(final_val).collect();
+        let val = val.map(|v| ims3_eval::mean_std(&v));
+        let best_epochs: Vec<String> = seeds.iter().map(|s| s.val_best_epoch.map_or("-".into(), |e| e.to_string())).collect();
         // Seeds are the same list for every arm, in the same order.
         let ior = (*arm != "random-real").then(|| {
-            let d: Vec<f64> = seeds.iter().zip(&random_real).map(|(s, r)| ims3_eval::ranking::ior(s.final_top1, r.final_top1)).collect();
+            let d: Vec<f64> = top1(arm).iter().zip(top1("random-real")).map(|(s, r)| ims3_eval::ranking::ior(*s, r)).collect();
             ims3_eval::mean_std(&d)
         });
         md.push_str(&format!(
-            "| {label} | {:.2} +- {:.2} | {:.2} +- {:.2} | {} | {:.3} | {:.3} | {:.4} | {:.3} |\n",
-            fin.0,
-            fin.1,
-            best.0,
-            best.1,
+            "| {} | {} | {} | {} | {} |\n",
+            label_of(arm),
+            pm(fin),
+            val.map_or("-".into(), pm),
+            best_epochs.join(", "),
             ior.map_or("-".to_string(), |(m, s)| format!("{m:+.2} +- {s:.2}")),
-            m.coverage,
-            m.density,
-            m.centroid_distance,
-            m.spread
         ));
-        rows.push(serde_json::json!({"arm": arm, "method": label, "final_top1": [fin.0, fin.1], "best_top1": [best.0, best.1], "ior": ior, "seeds": seeds, "measures": m}));
-        if *arm == "random-real" {
-            random_real = seeds;
-        }
+        rows.push(serde_json::json!({"arm": arm, "method": label_of(arm), "final_top1": [fin.0, fin.1], "final_val_top1": val.map(|v| [v.0, v.1]), "ior": ior, "seeds": seeds, "measures": m}));
     }
-    if let Some(r) = measures.iter().find(|m| m.arm.starts_with("real")) {
-        md.push_str(&format!("| (real training images) | | | | | | | {:.3} |\n", r.spread));
+
+    md.push_str(&format!(
+        "\nPaired comparisons of the test top-1 (final epoch), seed by seed over {} seeds: mean difference in points and its 95% confidence interval \
+(Student's t, n - 1 degrees of freedom); an interval that holds 0 shows no difference at this number of seeds.\n\n\
+| comparison | mean difference | 95% CI | what it shows |\n|---|---|---|---|\n",
+        recipe.eval.seeds.len()
+    ));
+    let mut comparisons = Vec::new();
+    for (a, b) in COMPARISONS {
+        let d = ims3_eval::PairedDifference::of(&top1(a), &top1(b));
+        let shows = match d.sign() {
+            1 => format!("{} above {}", label_of(a), label_of(b)),
+            -1 => format!("{} below {}", label_of(a), label_of(b)),
+            _ => "no difference shown".to_string(),
+        };
+        let ci = d.ci95.map_or("-".to_string(), |(lo, hi)| format!("[{lo:+.2}, {hi:+.2}]"));
+        md.push_str(&format!("| {} - {} | {:+.2} | {ci} | {shows} |\n", label_of(a), label_of(b), d.mean));
+        comparisons.push(serde_json::json!({"a": a, "b": b, "difference": d}));
     }
+
+    md.push_str(&format!(
+        "\nFeature measures against {} real training images per class (not the validation images): coverage and density (Naeem et al. 2020, k = {}), \
+centroid distance = cosine distance of a class centroid to the real one, spread = mean pairwise feature distance within a class (all averaged over classes), \
+separation = mean cosine distance between the class centroids over all pairs of classes. The distilled sets first, then the two generators' whole candidate pools \
+({} per class, the same noise for both): the effect of IM on what the generator draws.\n\n\
+| set | coverage | density | centroid distance | spread | separation |\n|---|---|---|---|---|---|\n",
+        recipe.report.real_per_class,
+        recipe.report.k,
+        recipe.select.groups * recipe.ipc
+    ));
+    let measure_row = |name: &str, m: &SetMeasures| {
+        let num = |v: f64, d: usize| if v.is_finite() { format!("{v:.d$}") } else { String::new() };
+        format!("| {name} | {} | {} | {} | {} | {} |\n", num(m.coverage, 3), num(m.density, 3), num(m.centroid_distance, 4), num(m.spread, 3), num(m.separation, 4))
+    };
+    for ((arm, _), m) in ARMS.iter().zip(&measures.arms) {
+        md.push_str(&measure_row(label_of(arm), m));
+    }
+    for (m, name) in measures.generators.iter().zip(["pretrained DiT, all candidates", "IM fine-tuned DiT, all candidates"]) {
+        md.push_str(&measure_row(name, m));
+    }
+    md.push_str(&measure_row("(real training images)", &measures.real));
+
     if !recipe.literature.is_empty() {
         md.push_str("\nPublished Fashion-MNIST IPC-10 figures (ConvNet-3 width 128, other training protocols; for orientation, not a like-for-like comparison):\n\n| method | top-1 | source |\n|---|---|---|\n");
         for l in &recipe.literature {
             md.push_str(&format!("| {} | {} | {} |\n", l.method, l.top1, l.source));
         }
     }
-    md.push_str("\nFigures (also in `report.html`): `accuracy.svg` (test top-1 vs epoch per method, mean and one-std band over seeds), \
+    md.push_str("\nFigures (also in `report.html`): `accuracy.svg` (validation top-1 vs epoch per method, mean and one-std band over seeds), \
 `embedding-tsne.svg` and `embedding-pca.svg` (the encoder features of real training images and of each method's distilled images, one panel per method), \
 `contact-sheet.svg` (IMS3) and `distilled-<method>.svg` (each set, one row per class, class names beside), `finetune-losses.svg` (the IM fine-tuning's loss terms vs step), \
 `s3-objective.svg` (the S3 objective per coordinate-ascent sweep, for S3 and IMS3).\n");
@@ -446,11 +558,12 @@ no full-data run exists for this protocol, so HLR and LRS are not given.\n\n\
         at.recipe
     ));
     let summary = serde_json::json!({
-        "recipe": recipe.name, "dataset": spec.name, "ipc": recipe.ipc, "eval": recipe.eval, "rows": rows,
+        "recipe": recipe.name, "dataset": spec.name, "ipc": recipe.ipc, "data": recipe.data, "eval": recipe.eval, "rows": rows,
+        "comparisons": comparisons, "generators": measures.generators, "real": measures.real,
         "literature": recipe.literature, "seconds": total, "stages": timings,
     });
     write_results(results, &summary, &md)?;
-    if !measures.iter().any(|m| m.coverage.is_finite()) {
+    if !measures.arms.iter().any(|m| m.coverage.is_finite()) {
         bail!("no measures were computed");
     }
     Ok(())

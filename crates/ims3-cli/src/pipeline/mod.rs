@@ -3,13 +3,14 @@
 //! - `recipe.rs`: typed recipe settings of both kinds;
 //! - `runner.rs`: the one stage runner (markers, `--from`, parallel workers, timings, manifest);
 //! - `subset.rs`: the paper's ImageNet-subset pipeline; `ablation.rs`: the CPU job with its
-//!   ablations and feature measures;
+//!   ablations and feature measures, `holdout.rs`: its validation and fine-tuning splits;
 //! - `report.rs`: the results writer.
 //!
 //! Stages are child processes of this binary whose command lines are built from the
 //! subcommands' typed `Args` (`crate::args::to_args`).
 
 pub mod ablation;
+pub mod holdout;
 pub mod plan;
 pub mod recipe;
 pub mod report;
@@ -33,7 +34,7 @@ pub struct Args {
     #[arg(long)]
     pub list: bool,
     /// Rerun from this stage on (subset recipes: finetune, sample, select, eval; pixel-ablation
-    /// recipes: finetune, sample, select, arms, eval, report); its outputs are removed first.
+    /// recipes: data, finetune, sample, select, arms, eval, report); its outputs are removed first.
     #[arg(long)]
     pub from: Option<String>,
     /// Run a GPU recipe on the CPU anyway.

@@ -58,7 +58,7 @@ fn stages(recipe: &Recipe) -> Vec<(&'static str, bool)> {
             Method::RandomReal => vec![("random", false), ("eval", true)],
             Method::FullReal => vec![("eval", true)],
         },
-        Recipe::Ablation(_) => vec![("finetune", false), ("sample", true), ("select", true), ("select", false), ("arms", false), ("eval", true)],
+        Recipe::Ablation(_) => vec![("data", false), ("finetune", false), ("sample", true), ("select", true), ("select", false), ("arms", false), ("eval", true)],
     }
 }
 

@@ -307,6 +307,8 @@ pub struct AblationRecipe {
     #[serde(default)]
     pub seed: u64,
     pub assets: PixelAssets,
+    /// How the real training split is cut (validation, fine-tuning set).
+    pub data: super::holdout::Holdout,
     /// TrainConfig keys for the IM fine-tuning.
     #[serde(default)]
     pub train: toml::Table,
