@@ -11,6 +11,7 @@
 #   torch        benches/torch_gpu.py: PyTorch at the same shapes on the same GPU (ratios)
 #   f32          DiT-XL/2 forward b64, IM step b8, 50-step CFG sampling b10 (cold caches)
 #   attn-direct  the DiT forward again with the head dim left at 72 (the lever's before row)
+#   update-per-tensor  the IM step with AdamW/EMA per tensor (the flat update's before row)
 #   warm         a second process: start-up and first call with the caches on disk
 #   bf16         forward and sampling with every tensor bf16
 #   conv         VAE decode b8 and the ResNet-AP-10 step b64 at 224 px
@@ -46,6 +47,7 @@ bench() { # name limit args...
 run   torch       90 env PYTHONUNBUFFERED=1 python3 benches/torch_gpu.py --out "$OUT_DIR/torch-h200.json" --iters 10
 bench f32        170 --dtype f32 --label cold-cache --iters 5 --workloads dit_forward,im_step,sample_cfg50 --im-batches 8 --sample-batches 10
 bench attn-direct 45 --dtype f32 --label attn-direct --attention direct --iters 5 --workloads dit_forward
+bench update-per-tensor 45 --dtype f32 --label per-tensor-update --update per-tensor --iters 5 --workloads im_step --im-batches 8
 bench warm        30 --dtype f32 --label warm-cache --iters 5 --workloads dit_forward
 bench bf16        90 --dtype bf16 --label cold-cache --iters 5 --workloads dit_forward,sample_cfg50 --sample-batches 10
 bench conv        60 --dtype f32 --label cold-cache --iters 5 --workloads vae_decode,resnet_ap_step

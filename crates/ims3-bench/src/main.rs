@@ -77,6 +77,9 @@ struct Args {
     /// How inference attention is launched: auto (padded head dim on GPUs), direct or padded.
     #[arg(long, default_value = "auto")]
     attention: String,
+    /// The IM step's AdamW/EMA state: flat (one buffer, the default) or per-tensor.
+    #[arg(long, default_value = "flat")]
+    update: String,
     /// A label for this run's records (e.g. `cold-cache`, `warm-cache`); records are replaced
     /// only by ones with the same workload, dtype, batch, model and label.
     #[arg(long, default_value = "")]
@@ -233,7 +236,12 @@ fn im_step(a: &Args, device: &Device, timer: &Timer, b: usize) -> Result<Record>
     let ad = device.clone().autodiff();
     let cfg = dit_config(a)?;
     // The trainer's own step (IMS3's loss, AdamW, EMA) on the reference recipe.
-    let mut state = TrainState::new(jitter(cfg.init(&ad)), &TrainConfig::default());
+    let layout = match a.update.as_str() {
+        "flat" => ims3_im::UpdateLayout::Flat,
+        "per-tensor" => ims3_im::UpdateLayout::PerTensor,
+        other => bail!("unknown --update {other}: expected flat or per-tensor"),
+    };
+    let mut state = TrainState::with_layout(jitter(cfg.init(&ad)), &TrainConfig::default(), layout);
     let s = cfg.input_size;
     let mut k = 0usize;
     let times = timer.run(|| {
@@ -248,7 +256,7 @@ fn im_step(a: &Args, device: &Device, timer: &Timer, b: usize) -> Result<Record>
         };
         let _ = state.step(&batch);
     })?;
-    Ok(record("im_step", &a.model, &a.dtype, b, b, times, device, "mse+vb+IM+Minimax, AdamW on Difffit params, EMA"))
+    Ok(record("im_step", &a.model, &a.dtype, b, b, times, device, &format!("mse+vb+IM+Minimax, AdamW on Difffit params, EMA ({} update)", a.update)))
 }
 
 fn sample_cfg(a: &Args, device: &Device, timer: &Timer, b: usize) -> Result<Record> {

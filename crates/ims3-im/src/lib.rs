@@ -5,7 +5,8 @@
 //! - `step.rs`: one step's loss (diffusion MSE + VB + the switchable extra terms).
 //! - `state.rs`: everything a run changes (model, EMA, AdamW, memories, step) and one step over it.
 //! - `difffit.rs`: Difffit parameter selection, parameter access by module path.
-//! - `ema.rs`: the EMA of the trained weights.
+//! - `flat.rs`: AdamW and the EMA over one flat buffer of all trained parameters (the default).
+//! - `ema.rs`: the EMA of the trained weights, per tensor.
 //! - `optim.rs`: PyTorch's AdamW with its state keyed by module path.
 //! - `data.rs`: the training set as the trainer sees it, data order, each step's random draws.
 //! - `checkpoint.rs`: checkpoints of only what changes (trained parameters, EMA, AdamW, memories).
@@ -16,6 +17,7 @@ pub mod config;
 pub mod data;
 pub mod difffit;
 pub mod ema;
+pub mod flat;
 pub mod losses;
 pub mod optim;
 pub mod state;
@@ -29,6 +31,7 @@ pub use difffit::{ParameterMismatch, difffit_trainable_count, mark_all_trainable
 pub use ema::Ema;
 pub use losses::{IM_LAMBDA, LAMBDA_NEG, LAMBDA_POS, MEMORY_SIZE, MinimaxMemory, im_loss, pairwise_cosine};
 pub use optim::PathAdamW;
-pub use state::TrainState;
+pub use flat::{FlatLayout, FlatUpdate};
+pub use state::{TrainState, UpdateLayout};
 pub use step::{StepBatch, StepLoss, im_step_loss};
 pub use train::{RunOptions, TrainError, TrainOutcome, train};
