@@ -30,7 +30,7 @@ def modulate(x, shift, scale):
 def timestep_embedding(t, dim, max_period=10000.0):
     # t [N] -> [N, dim]: cos half then sin half
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = t[:, None].float() * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 

@@ -3,8 +3,8 @@
 the same GPU in the same run (benches/gpu.sh), so every ratio compares like with like.
 
 Workloads (random weights; timings with CUDA events after warm-up; median of the timed calls):
-  dit_forward     DiT-XL/2 (depth 28, hidden 1152, 16 heads, patch 2) forward on 4x32x32
-                  latents, batch 64, eval mode, SDPA attention (as timm/DiT)
+  dit_forward     DiT-XL/2 (depth 28, hidden 1152, 16 heads, patch 2; benches/torch_dit_cpu.py's
+                  network) forward on 4x32x32 latents, batch 64, eval mode, SDPA attention
   vae_decode      the SD-VAE decoder (post_quant_conv + decoder of diffusers' AutoencoderKL,
                   block channels 128/256/512/512, 2+1 resnets per up block, one mid attention),
                   4x32x32 -> 3x256x256, batch 8
@@ -13,13 +13,15 @@ Workloads (random weights; timings with CUDA events after warm-up; median of the
 
 Each in three precisions where it applies: fp32 (TF32 off everywhere), tf32 (TF32 matmuls and
 convolutions: PyTorch's default for convolutions, the reference's setting for matmuls) and bf16
-(autocast for the step; weights and inputs cast for the forwards).
+(autocast for the DiT forward and the step, as the anchors; weights and inputs cast for the
+VAE decoder).
 
   python3 benches/torch_gpu.py --out torch-h200.json [--iters 10]
 """
 import argparse
 import json
-import math
+import os
+import sys
 import time
 
 import torch
@@ -27,73 +29,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-# ---------------------------------------------------------------- DiT-XL/2 (facebookresearch/DiT)
-def modulate(x, shift, scale):
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
-
-
-class TimestepEmbedder(nn.Module):
-    def __init__(self, d, freq=256):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(freq, d), nn.SiLU(), nn.Linear(d, d))
-        self.freq = freq
-
-    def forward(self, t):
-        half = self.freq // 2
-        f = torch.exp(-math.log(10000) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-        a = t[:, None].float() * f[None]
-        return self.mlp(torch.cat([torch.cos(a), torch.sin(a)], -1).to(self.mlp[0].weight.dtype))
-
-
-class Block(nn.Module):
-    def __init__(self, d, heads):
-        super().__init__()
-        self.heads = heads
-        self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.qkv = nn.Linear(d, 3 * d)
-        self.proj = nn.Linear(d, d)
-        self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.fc1 = nn.Linear(d, 4 * d)
-        self.fc2 = nn.Linear(4 * d, d)
-        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
-
-    def attn(self, x):
-        n, t, d = x.shape
-        q, k, v = self.qkv(x).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        o = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(o.transpose(1, 2).reshape(n, t, d))
-
-    def forward(self, x, c):
-        s1, g1, a1, s2, g2, a2 = self.ada(c).chunk(6, dim=1)
-        x = x + a1.unsqueeze(1) * self.attn(modulate(self.norm1(x), s1, g1))
-        h = self.fc2(F.gelu(self.fc1(modulate(self.norm2(x), s2, g2)), approximate="tanh"))
-        return x + a2.unsqueeze(1) * h
-
-
-class DiT(nn.Module):
-    def __init__(self, size=32, patch=2, cin=4, d=1152, depth=28, heads=16, classes=1000):
-        super().__init__()
-        self.patch, self.cout = patch, 2 * cin
-        self.x_embedder = nn.Conv2d(cin, d, patch, patch)
-        self.t_embedder = TimestepEmbedder(d)
-        self.y_embedder = nn.Embedding(classes + 1, d)
-        self.pos = nn.Parameter(torch.randn(1, (size // patch) ** 2, d) * 0.02, requires_grad=False)
-        self.blocks = nn.ModuleList([Block(d, heads) for _ in range(depth)])
-        self.norm_final = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.linear = nn.Linear(d, patch * patch * self.cout)
-        self.ada_final = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
-
-    def forward(self, x, t, y):
-        n, _, hgt, _ = x.shape
-        x = self.x_embedder(x).flatten(2).transpose(1, 2) + self.pos
-        c = self.t_embedder(t) + self.y_embedder(y)
-        for b in self.blocks:
-            x = b(x, c)
-        shift, scale = self.ada_final(c).chunk(2, dim=1)
-        x = self.linear(modulate(self.norm_final(x), shift, scale))
-        g, p = hgt // self.patch, self.patch
-        x = x.reshape(n, g, g, p, p, self.cout).permute(0, 5, 1, 3, 2, 4)
-        return x.reshape(n, self.cout, g * p, g * p)
+# DiT-XL/2 with IMS3's Difffit scales: the network `cargo xtask bench-cpu` times on the CPU.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_dit_cpu import DiT  # noqa: E402
 
 
 # ---------------------------------------------------------------- SD-VAE decoder (diffusers)
@@ -237,13 +175,13 @@ def main():
             if w == "dit_forward":
                 b = 64
                 with dev:
-                    m = DiT().eval().to(dt)
-                x = torch.randn(b, 4, 32, 32, device=dev, dtype=dt)
-                t = torch.randint(0, 1000, (b,), device=dev)
+                    m = DiT(32, 2, 4, 1152, 28, 16, 4.0, 1000, 14).eval()
+                x = torch.randn(b, 4, 32, 32, device=dev)
+                t = torch.randint(0, 1000, (b,), device=dev).float()
                 y = torch.randint(0, 1000, (b,), device=dev)
-                with torch.no_grad():
+                with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=prec == "bf16"):
                     first, times = timed(lambda: m(x, t, y), a.warmup, a.iters)
-                rec(w, prec, b, first, times, "DiT-XL/2 eval forward, 4x32x32 latents, SDPA")
+                rec(w, prec, b, first, times, "DiT-XL/2 (Difffit scales in 14 blocks) eval forward, 4x32x32 latents, SDPA" + (", autocast bf16" if prec == "bf16" else ""))
             elif w == "vae_decode":
                 b = 8
                 with dev:
