@@ -297,6 +297,7 @@ fn resnet_ap_step(a: &Args, device: &Device, timer: &Timer) -> Result<Record> {
     let x = Tensor::<4>::random([b, 3, 224, 224], Distribution::Normal(0.0, 1.0), &ad);
     let y = labels(b, 10, &ad);
     let times = timer.run(|| {
+        let _one_graph_at_a_time = ims3_util::autodiff_guard();
         let m = model.take().expect("model");
         let loss = ce.forward(m.forward(x.clone()), y.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &m);

@@ -232,6 +232,7 @@ pub fn train_and_eval(
             if let Some(m) = &mix {
                 m.apply(&mut x, cfg.channels, cfg.size, cfg.size);
             }
+            let _one_graph_at_a_time = ims3_util::autodiff_guard();
             let xt = Tensor::<1>::from_floats(x.as_slice(), &ad).reshape([n, cfg.channels, cfg.size, cfg.size]);
             let logits = net.forward(xt.clone());
             let loss = match (teacher, &mix) {

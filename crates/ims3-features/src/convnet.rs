@@ -148,6 +148,7 @@ pub fn fit_classifier(
         let lr = if epoch >= opts.epochs.div_ceil(2) && opts.epochs > 1 { opts.lr * 0.1 } else { opts.lr };
         let (mut sum, mut count) = (0.0, 0usize);
         for ids in order.chunks(opts.batch_size) {
+            let _one_graph_at_a_time = ims3_util::autodiff_guard();
             let x = train.batch(ids, spec, &ad);
             let y: Vec<i64> = ids.iter().map(|&i| train.labels[i] as i64).collect();
             let loss = ce.forward(net.forward(x), Tensor::<1, Int>::from_ints(y.as_slice(), &ad));

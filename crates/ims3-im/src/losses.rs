@@ -157,6 +157,7 @@ mod tests {
 
     #[test]
     fn im_gradient_matches_finite_differences() {
+        let _one_graph_at_a_time = ims3_util::autodiff_guard();
         let device = Device::flex().autodiff();
         let v1: Vec<f32> = (0..24).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
         let v2: Vec<f32> = (0..24).map(|i| ((i * 5 % 13) as f32 - 6.0) / 4.0).collect();
@@ -217,6 +218,7 @@ mod tests {
 
     #[test]
     fn minimax_gradient_reaches_the_prediction_only() {
+        let _one_graph_at_a_time = ims3_util::autodiff_guard();
         let device = Device::flex().autodiff();
         let mut mem = MinimaxMemory::new(MEMORY_SIZE);
         let x0 = t4(&[1.0, 0.0, 0.5, 0.5], [2, 2, 1, 1], &device);

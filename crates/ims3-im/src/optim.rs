@@ -104,6 +104,7 @@ mod tests {
     /// in f64 by hand (PyTorch's formula, with weight decay on).
     #[test]
     fn matches_the_pytorch_formula() {
+        let _one_graph_at_a_time = ims3_util::autodiff_guard();
         let device = Device::flex().autodiff();
         let s = AdamWSettings { lr: 0.1, beta1: 0.8, beta2: 0.9, eps: 1e-3, weight_decay: 0.5 };
         let mut net = Net { lin: LinearConfig::new(2, 1).init(&device) };

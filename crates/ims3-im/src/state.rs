@@ -154,6 +154,7 @@ impl TrainState {
 
     /// One training step on `batch` (see the module docs); returns the step's loss terms.
     pub fn step(&mut self, batch: &StepBatch) -> StepLoss {
+        let _one_graph_at_a_time = ims3_util::autodiff_guard();
         let model = self.model.take().expect("a TrainState always holds its model");
         let cfg = &self.config.loss;
         let loss = im_step_loss(&model, &self.diffusion, cfg.minimax.then_some(&mut self.memory), batch, cfg);

@@ -56,12 +56,18 @@ fn base(device: &Device) -> DiT {
             Param::from_mapped_value(id, (t + noise).detach(), mapper)
         }
     }
-    // Tests run on parallel threads and Flex has one global generator: build under a lock so
-    // every call gives the same model.
+    seeded(device, 7, || tiny().init(device).map(&mut Jitter))
+}
+
+/// Runs `draw` right after seeding Flex's generator, holding a lock. Tests run on parallel
+/// threads and Flex has one global generator: every test that seeds it and draws from it goes
+/// through here, so no other test can reseed or draw between the seed and the draws (an
+/// unlocked `seed` in one test once changed another test's "same" base model).
+fn seeded<T>(device: &Device, seed: u64, draw: impl FnOnce() -> T) -> T {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    device.seed(7);
-    tiny().init(device).map(&mut Jitter)
+    device.seed(seed);
+    draw()
 }
 
 fn quick(seed: u64) -> TrainConfig {
@@ -226,12 +232,18 @@ fn flat_update_is_bit_identical_to_the_per_tensor_update() {
     cfg.optimizer.weight_decay = 0.01;
     cfg.ema_decay = 0.9;
     let batch = |k: usize| {
-        device.seed(100 + k as u64);
+        let normal = || {
+            (
+                Tensor::<4>::random([4, 1, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &device),
+                Tensor::<4>::random([4, 1, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &device),
+            )
+        };
+        let (x0, noise) = seeded(&device, 100 + k as u64, normal);
         StepBatch {
-            x0: Tensor::<4>::random([4, 1, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &device),
+            x0,
             labels: (0..4).map(|i| ((i + k) % 10) as i64).collect(),
             t: (0..4).map(|i| (i * 211 + k * 37) % 1000).collect(),
-            noise: Tensor::<4>::random([4, 1, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &device),
+            noise,
             drop_main: (0..4).map(|i| (i + k) % 3 == 0).collect(),
             drop_reverse: (0..4).map(|i| (i + 2 * k) % 3 == 0).collect(),
         }

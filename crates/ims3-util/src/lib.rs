@@ -5,6 +5,7 @@
 //!   truncated mix (temporary sibling + rename);
 //! - [`progress_bar`]: the one progress-bar style of every long loop (indicatif);
 //! - [`error_chain`]: an error and its sources on one line, as the command line prints them;
+//! - [`autodiff_guard`]: one training step's graph at a time per process (a burn 0.22.1 race);
 //! - [`choice!`]: a closed set of named choices (`--sampler ddpm`) read and written by name,
 //!   with one error ([`UnknownChoice`]) that names the bad value and the accepted ones.
 
@@ -56,6 +57,20 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         next = s.source();
     }
     out
+}
+
+/// Holds a process-wide lock for one training step: from the first tracked operation of the
+/// forward pass through `backward()` and the optimiser update.
+///
+/// burn 0.22.1's autodiff can silently drop a gradient when `backward()` on one thread reclaims
+/// graph nodes that another thread is still registering (tracel-ai/burn#5573, fixed upstream
+/// by #5647 after 0.22.1). ims3 never trains on two threads of one process (its parallel stages
+/// are child processes), but tests run on parallel threads and a library user may too: every
+/// training step in ims3 takes this guard, so their gradients stay whole. Uncontended, it costs
+/// one atomic operation per step.
+pub fn autodiff_guard() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One of `count` workers sharing a list of independent work items (`--shard index/count`):
