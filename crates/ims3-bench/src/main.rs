@@ -32,9 +32,14 @@ struct Args {
     /// cpu | cuda[:N] | wgpu[:N|cpu]
     #[arg(long, default_value = "cuda:0")]
     device: String,
-    /// Float dtype of every tensor (the device's default): f32, bf16 or f16.
+    /// Float dtype: f32, bf16 or f16; `--cast` says of which tensors.
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// What `--dtype` applies to: `device` (every tensor: the device's default float dtype) or
+    /// `weights` (the DiT's weights only, `ims3 sample --dtype`'s path: the sampler's own
+    /// arithmetic stays f32; dit_forward and sample_cfg50 only).
+    #[arg(long, default_value = "device")]
+    cast: String,
     /// Comma-separated workloads (dit_forward, im_step, sample_cfg50, vae_decode, resnet_ap_step).
     #[arg(long, default_value = "dit_forward,im_step,sample_cfg50,vae_decode,resnet_ap_step")]
     workloads: String,
@@ -215,9 +220,23 @@ fn labels(n: usize, classes: usize, device: &Device) -> Tensor<1, Int> {
     Tensor::<1, Int>::from_ints(v.as_slice(), device)
 }
 
+/// The DiT's weights in `--dtype` when `--cast weights` (on a device left at f32).
+fn weights_dtype(a: &Args, model: ims3_dit::DiT) -> Result<ims3_dit::DiT> {
+    Ok(if a.cast == "weights" { model.to_dtype(float_dtype(&a.dtype)?) } else { model })
+}
+
+fn float_dtype(name: &str) -> Result<FloatDType> {
+    Ok(match name {
+        "f32" => FloatDType::F32,
+        "bf16" => FloatDType::BF16,
+        "f16" => FloatDType::F16,
+        d => bail!("unknown dtype {d}: expected f32, bf16 or f16"),
+    })
+}
+
 fn dit_forward(a: &Args, device: &Device, timer: &Timer) -> Result<Record> {
     let cfg = dit_config(a)?;
-    let model = jitter(cfg.init(device));
+    let model = weights_dtype(a, jitter(cfg.init(device)))?;
     let b = a.dit_batch;
     let s = cfg.input_size;
     let x = Tensor::<4>::random([b, cfg.in_channels, s, s], Distribution::Normal(0.0, 1.0), device);
@@ -226,7 +245,7 @@ fn dit_forward(a: &Args, device: &Device, timer: &Timer) -> Result<Record> {
     let times = timer.run(|| {
         let _ = model.forward(x.clone(), t.clone(), y.clone());
     })?;
-    let mut r = record("dit_forward", &a.model, &a.dtype, b, b, times, device, &format!("eval-mode forward, fused attention, {s}x{s} latents"));
+    let mut r = record("dit_forward", &a.model, &a.dtype, b, b, times, device, &format!("eval-mode forward, fused attention, {s}x{s} latents, {} {}", a.dtype, cast_note(a)));
     r.params = Some(model.num_params());
     Ok(r)
 }
@@ -259,9 +278,13 @@ fn im_step(a: &Args, device: &Device, timer: &Timer, b: usize) -> Result<Record>
     Ok(record("im_step", &a.model, &a.dtype, b, b, times, device, &format!("mse+vb+IM+Minimax, AdamW on Difffit params, EMA ({} update)", a.update)))
 }
 
+fn cast_note(a: &Args) -> &'static str {
+    if a.cast == "weights" { "weights (sampler f32)" } else { "everywhere" }
+}
+
 fn sample_cfg(a: &Args, device: &Device, timer: &Timer, b: usize) -> Result<Record> {
     let cfg = dit_config(a)?;
-    let model = jitter(cfg.init(device));
+    let model = weights_dtype(a, jitter(cfg.init(device)))?;
     let diffusion = ims3_diffusion::GaussianDiffusion::dit(&ims3_diffusion::Respacing::Sections(vec![a.sample_steps]))?;
     let s = cfg.input_size;
     let y = labels(b, cfg.num_classes - 1, device);
@@ -272,7 +295,7 @@ fn sample_cfg(a: &Args, device: &Device, timer: &Timer, b: usize) -> Result<Reco
         let z = Tensor::cat(vec![z.clone(), z], 0);
         let _ = diffusion.p_sample_loop(&net, z, false, &mut noise, false);
     })?;
-    Ok(record("sample_cfg50", &a.model, &a.dtype, b, b, times, device, &format!("{}-step p_sample_loop, CFG 4.0 (2B forwards per step), host noise", a.sample_steps)))
+    Ok(record("sample_cfg50", &a.model, &a.dtype, b, b, times, device, &format!("{}-step p_sample_loop, CFG 4.0 (2B forwards per step), host noise, {} {}", a.sample_steps, a.dtype, cast_note(a))))
 }
 
 fn vae_decode(a: &Args, device: &Device, timer: &Timer) -> Result<Record> {
@@ -337,16 +360,20 @@ fn main() -> Result<()> {
     let a = Args::parse();
     let spec: ims3_backend::DeviceSpec = a.device.parse()?;
     let mut device = spec.device()?;
-    let dtype = match a.dtype.as_str() {
-        "f32" => FloatDType::F32,
-        "bf16" => FloatDType::BF16,
-        "f16" => FloatDType::F16,
-        d => bail!("unknown dtype {d}: expected f32, bf16 or f16"),
-    };
-    if dtype != FloatDType::F32 {
-        if !device.supports_dtype(dtype) {
-            bail!("{} does not support {} arithmetic", a.device, a.dtype);
+    let dtype = float_dtype(&a.dtype)?;
+    match a.cast.as_str() {
+        "device" => {}
+        "weights" => {
+            if let Some(w) = a.workloads.split(',').map(str::trim).find(|w| !["dit_forward", "sample_cfg50", ""].contains(w)) {
+                bail!("--cast weights: workload {w} has no weights-only path (dit_forward and sample_cfg50 have)");
+            }
         }
+        other => bail!("unknown --cast {other}: expected device or weights"),
+    }
+    if dtype != FloatDType::F32 && !device.supports_dtype(dtype) {
+        bail!("{} does not support {} arithmetic", a.device, a.dtype);
+    }
+    if dtype != FloatDType::F32 && a.cast == "device" {
         device.configure(burn::tensor::DeviceConfig::default().float_dtype(dtype)).map_err(|e| anyhow::anyhow!("configuring {}: {e:?}", a.dtype))?;
     }
     match a.attention.as_str() {

@@ -70,6 +70,7 @@ mod tests {
             steps: "ddim25".parse().unwrap(),
             batch: 3,
             sampler: ims3_diffusion::Sampler::Ddim,
+            dtype: ims3_dit::Precision::Bf16,
             folder_index_labels: true,
             heads: Some(6),
             seed: 9,

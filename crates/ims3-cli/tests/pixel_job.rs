@@ -220,6 +220,16 @@ fn pixel_ablation_job_runs_end_to_end_and_resumes() {
     let sample = |sampler: &str, out: &Path| ims3().args(["sample", "--dataset", "fashion-mnist", "--per-class", "2", "--steps", "3", "--sampler", sampler, "--dit"]).arg(&dit).arg("--out").arg(out).output().unwrap();
     ok(sample("ddim", &d.join("ddim")));
     assert!(d.join("ddim/9-ankle-boot.safetensors").is_file() && d.join("ddim/png/9-ankle-boot/0001.png").is_file());
+    // The DiT in bf16 (--dtype bf16): the same images up to bf16's rounding. The network's eps
+    // is within ~1e-2 of its largest value (ims3-parity's dit-bf16 lines); three DDIM steps
+    // from the same noise carry that over, a few hundredths on pixels in [-1, 1]: within 0.1.
+    let bf16 = d.join("ddim-bf16");
+    ok(ims3().args(["sample", "--dataset", "fashion-mnist", "--per-class", "2", "--steps", "3", "--sampler", "ddim", "--dtype", "bf16", "--dit"]).arg(&dit).arg("--out").arg(&bf16).output().unwrap());
+    let (half, full) = (ims3_s3::pipeline::read_candidates(&bf16, "9-ankle-boot").unwrap(), ims3_s3::pipeline::read_candidates(&d.join("ddim"), "9-ankle-boot").unwrap());
+    let diff = half.iter().zip(&full).flat_map(|(a, b)| a.data.iter().zip(&b.data).map(|(x, y)| (x - y).abs())).fold(0f32, f32::max);
+    assert!(diff > 0.0 && diff < 0.1, "bf16 vs f32 candidates: max abs difference {diff}");
+    let refused = ims3().args(["sample", "--dataset", "fashion-mnist", "--dtype", "f8", "--dit"]).arg(&dit).arg("--out").arg(d.join("f8")).output().unwrap();
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("f8"), "{}", String::from_utf8_lossy(&refused.stderr));
     // Two workers sharing the classes (--shard 0/2, 1/2) into one folder write exactly what one
     // worker writes.
     let sharded = d.join("sharded");

@@ -14,4 +14,4 @@ pub mod model;
 
 pub use config::{ConfigError, DIFFFIT_GAMMA_BLOCKS, DiTConfig};
 pub use load::{LoadReport, expected_shapes, infer_config, is_difffit_trainable, load_dit, open_dit, save_dit};
-pub use model::{AttentionKernel, CfgChannels, DiT};
+pub use model::{AttentionKernel, CfgChannels, DiT, Precision};

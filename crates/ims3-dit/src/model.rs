@@ -4,14 +4,42 @@
 //! ...); the few that cannot be Rust identifiers (`mlp.0`, `adaLN_modulation.1`) are renamed by
 //! the loader (see `load.rs`). Shapes in comments use N = batch, T = tokens, D = hidden size,
 //! C = channels, p = patch size.
+//!
+//! Precision: the network computes in the dtype of its weights ([`DiT::to_dtype`] casts them,
+//! e.g. to bf16 for sampling on a GPU), and takes and returns tensors in the caller's dtype; the
+//! timestep features and LayerNorm statistics are computed in f32, as PyTorch's autocast does.
+//! With f32 weights (the default, and the parity reference) every cast is a no-op.
 
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Embedding, Linear, LinearConfig};
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 use burn::tensor::activation::{silu, softmax};
 
 use crate::config::DiTConfig;
+
+/// The dtype a DiT's weights are held and computed in (`--dtype`). f32 is the default and the
+/// parity reference; bf16 halves the weights' memory and runs the GPU's bf16 tensor cores
+/// (tested against the f32 oracles in `ims3-parity` and `tests/model.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+ims3_util::choice!(Precision, "dtype", { Precision::F32 => "f32", Precision::Bf16 => "bf16" });
+
+impl Precision {
+    pub fn float_dtype(self) -> FloatDType {
+        match self {
+            Precision::F32 => FloatDType::F32,
+            Precision::Bf16 => FloatDType::BF16,
+        }
+    }
+}
 
 /// Which output channels classifier-free guidance mixes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -31,9 +59,12 @@ fn modulate(x: Tensor<3>, shift: Tensor<2>, scale: Tensor<2>) -> Tensor<3> {
 
 /// LayerNorm over the last dim without affine parameters (eps 1e-6), as `nn.LayerNorm(D,
 /// elementwise_affine=False, eps=1e-6)`.
+/// Statistics and normalisation in f32 whatever the input's dtype; the result in the input's.
 pub fn layer_norm_no_affine(x: Tensor<3>) -> Tensor<3> {
+    let dtype = x.dtype();
+    let x = x.cast(FloatDType::F32);
     let (var, mean) = x.clone().var_mean_bias(2);
-    (x - mean) / (var + 1e-6).sqrt()
+    ((x - mean) / (var + 1e-6).sqrt()).cast(dtype)
 }
 
 /// timm `PatchEmbed`: conv p x p, stride p, then flatten to tokens.
@@ -79,7 +110,9 @@ impl TimestepEmbedder {
 
     /// t: [N] -> [N, D].
     pub fn forward(&self, t: Tensor<1>) -> Tensor<2> {
-        let t_freq = Self::timestep_embedding(t, self.frequency_embedding_size, 10_000.0);
+        // The features in f32 (t up to 999 times frequencies), then in the weights' dtype.
+        let t_freq = Self::timestep_embedding(t.cast(FloatDType::F32), self.frequency_embedding_size, 10_000.0);
+        let t_freq = t_freq.cast(self.mlp_0.weight.val().dtype());
         self.mlp_2.forward(silu(self.mlp_0.forward(t_freq)))
     }
 }
@@ -334,6 +367,8 @@ impl DiT {
 
     fn forward_embedded(&self, x: Tensor<4>, t: Tensor<1>, y: Tensor<2>) -> Tensor<4> {
         let [_, _, h, w] = x.dims();
+        let io_dtype = x.dtype();
+        let x = x.cast(self.dtype());
         let x = self.x_embedder.forward(x) + self.pos_embed.val(); // [N, T, D]
         let c = self.t_embedder.forward(t) + y; // [N, D]
         let mut x = x;
@@ -341,7 +376,25 @@ impl DiT {
             x = block.forward(x, c.clone()); // [N, T, D]
         }
         let x = self.final_layer.forward(x, c); // [N, T, p*p*C_out]
-        self.unpatchify(x, h / self.patch_size, w / self.patch_size) // [N, C_out, H, W]
+        self.unpatchify(x, h / self.patch_size, w / self.patch_size).cast(io_dtype) // [N, C_out, H, W]
+    }
+
+    /// The dtype the network computes in: that of its weights.
+    pub fn dtype(&self) -> FloatDType {
+        self.pos_embed.val().dtype().into()
+    }
+
+    /// Every weight cast to `dtype` (f32 -> bf16 for fast sampling; f32 stays the default and
+    /// the parity reference). Inputs and outputs keep the caller's dtype.
+    pub fn to_dtype(self, dtype: FloatDType) -> Self {
+        struct Cast(FloatDType);
+        impl burn::module::ModuleMapper for Cast {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                let dtype = self.0;
+                param.map(move |t| t.cast(dtype))
+            }
+        }
+        self.map(&mut Cast(dtype))
     }
 
     /// [N, T, p*p*C] -> [N, C, h*p, w*p], i.e. `nhwpqc -> nchpwq`.

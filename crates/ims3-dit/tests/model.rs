@@ -210,3 +210,57 @@ fn padded_head_dim_attention_equals_direct() {
         assert!(err < 1e-5, "head dim {d}: direct vs formula {err}");
     }
 }
+
+/// Largest |a - b| over the largest |b| (the parity harness's measure).
+fn rel_to_max(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / scale
+}
+
+/// bf16 weights (`DiT::to_dtype`) against the f32 model on the same inputs: the forward, and
+/// a whole 50-step CFG sampling run from the same noise.
+///
+/// Tolerances, from bf16's 8 significant bits (unit roundoff u = 2^-8 ~ 0.004): each matmul
+/// rounds its operands and its output (~3u relative on a single value, much less on sums
+/// whose rounding errors are independent), the residual stream adds ~2 blocks' worth, so the
+/// forward's largest error is a few percent of its largest value at worst: 0.03 is ~8u. The
+/// sampler runs in f32 and sees the network through eps; 50 DDPM steps with the same noise
+/// keep the trajectories together (each step shrinks earlier differences by sqrt(alpha) and
+/// adds a new eps error), so the final sample stays within 0.02 of the f32 sample's largest
+/// value (measured on Flex: 6.3e-3 for the forward, 3.0e-3 for sampling).
+/// The same comparison against another noise seed must exceed both by far: the test can fail.
+#[test]
+fn bf16_weights_track_the_f32_model() {
+    use burn::tensor::FloatDType;
+    use ims3_diffusion::{GaussianDiffusion, NoiseSource};
+    let device = Device::flex();
+    let cfg = tiny();
+    let f32_model = randomised(&cfg, &device);
+    let bf16_model = f32_model.clone().to_dtype(FloatDType::BF16);
+    assert_eq!(bf16_model.dtype(), FloatDType::BF16);
+    assert_eq!(f32_model.dtype(), FloatDType::F32);
+    let (x, t, y) = inputs(&device);
+    let want = values(f32_model.forward(x.clone(), t.clone(), y.clone()));
+    let out = bf16_model.forward(x.clone(), t.clone(), y.clone());
+    assert_eq!(out.dtype(), burn::tensor::DType::F32, "outputs keep the caller's dtype");
+    let err = rel_to_max(&values(out), &want);
+    eprintln!("bf16 forward: max err / max |out| = {err:.2e}");
+    assert!(err > 0.0 && err < 0.03, "bf16 forward: {err}");
+    let f32_again = values(f32_model.clone().to_dtype(FloatDType::F32).forward(x, t, y));
+    assert_eq!(f32_again, want, "to_dtype(F32) on an f32 model changes nothing");
+
+    let diffusion = GaussianDiffusion::dit(&"50".parse().unwrap()).unwrap();
+    let sample = |model: &ims3_dit::DiT, seed: u64| {
+        let labels = Tensor::<1, Int>::from_ints([1, 3], &device);
+        let net = model.cfg_denoiser(labels, 4.0, CfgChannels::FirstThree);
+        let mut noise = NoiseSource::new(seed);
+        let z = noise.normal([2, 4, 8, 8], &device);
+        values(diffusion.p_sample_loop(&net, Tensor::cat(vec![z.clone(), z], 0), false, &mut noise, false))
+    };
+    let want = sample(&f32_model, 0);
+    let err = rel_to_max(&sample(&bf16_model, 0), &want);
+    let other_seed = rel_to_max(&sample(&f32_model, 1), &want);
+    eprintln!("bf16 sampling: {err:.2e} (another seed: {other_seed:.2e})");
+    assert!(err < 0.02, "bf16 sampling: {err}");
+    assert!(other_seed > 10.0 * err, "another seed differs by only {other_seed}");
+}

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use ims3_backend::DeviceSpec;
 use ims3_diffusion::{GaussianDiffusion, Respacing, Sampler};
+use ims3_dit::Precision;
 use ims3_sample::{CandidateOptions, generate_candidates};
 use serde::Serialize;
 
@@ -46,6 +47,10 @@ pub struct Args {
     /// ddpm (the reference's `p_sample_loop`, learned variance) or ddim (deterministic, eta 0).
     #[arg(long, default_value = "ddpm")]
     pub sampler: Sampler,
+    /// Precision of the DiT's weights and arithmetic: f32 (the reference's) or bf16 (what the
+    /// reference's GPU timings use through autocast; the sampler's own arithmetic stays f32).
+    #[arg(long, default_value = "f32")]
+    pub dtype: Precision,
     /// Condition on folder indices (the reference's quirk) instead of ImageNet indices.
     #[arg(long)]
     pub folder_index_labels: bool,
@@ -62,9 +67,9 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
+pub fn run(a: Args, device_spec: &DeviceSpec) -> Result<()> {
     let spec = ims3_datasets::DatasetSpec::get(&a.dataset)?;
-    let device = device.open()?;
+    let device = device_spec.open()?;
     let (mut model, report) = ims3_dit::open_dit(&a.dit, None, a.heads, &device)?;
     if let Some(given) = &a.finetuned {
         let path = if given.is_dir() {
@@ -76,6 +81,9 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
         model = ck.apply_to(model, !a.raw)?;
         eprintln!("sample: applied {} (step {}, {})", path.display(), ck.step, if a.raw { "raw" } else { "EMA" });
     }
+    let dtype = a.dtype.float_dtype();
+    anyhow::ensure!(device.supports_dtype(dtype), "--dtype {}: device {device_spec} has no {} arithmetic", a.dtype, a.dtype);
+    let model = model.to_dtype(dtype);
     let config = &report.config;
     let vae = a.vae.as_ref().map(|v| ims3_vae::load_vae_dir(v, &device)).transpose()?.map(|(v, _)| v);
     let diffusion = GaussianDiffusion::dit(&a.steps)?;

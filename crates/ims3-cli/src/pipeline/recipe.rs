@@ -61,6 +61,9 @@ pub struct SampleSettings {
     pub steps: Respacing,
     #[serde(default = "d_batch")]
     pub batch: usize,
+    /// The DiT's precision while sampling (f32, the default, or bf16).
+    #[serde(default)]
+    pub dtype: ims3_dit::Precision,
 }
 fn d_cfg() -> f64 {
     4.0
@@ -73,7 +76,7 @@ fn d_batch() -> usize {
 }
 impl Default for SampleSettings {
     fn default() -> Self {
-        Self { cfg_scale: d_cfg(), steps: d_steps(), batch: d_batch() }
+        Self { cfg_scale: d_cfg(), steps: d_steps(), batch: d_batch(), dtype: Default::default() }
     }
 }
 

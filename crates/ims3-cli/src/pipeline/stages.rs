@@ -56,6 +56,7 @@ impl Shared<'_> {
         a.cfg_scale = self.sample.cfg_scale;
         a.steps = self.sample.steps.clone();
         a.batch = self.sample.batch;
+        a.dtype = self.sample.dtype;
         a.seed = self.seed;
         a
     }
