@@ -143,6 +143,7 @@ mod tests {
             epochs: Some(1),
             steps: Some(10),
             lr: Some(0.5),
+            dtype: Some(ims3_dit::Precision::Bf16),
             no_im: true,
             no_minimax: true,
             folder_index_labels: true,

@@ -8,7 +8,10 @@
 //! Precision: the network computes in the dtype of its weights ([`DiT::to_dtype`] casts them,
 //! e.g. to bf16 for sampling on a GPU), and takes and returns tensors in the caller's dtype; the
 //! timestep features and LayerNorm statistics are computed in f32, as PyTorch's autocast does.
-//! With f32 weights (the default, and the parity reference) every cast is a no-op.
+//! The small parameters IM fine-tunes (biases, Difffit gammas, the label table) may be held in
+//! f32 while the large frozen weights are bf16 (mixed-precision fine-tuning): each is cast to
+//! the activations' dtype where it is used ([`linear`], [`in_dtype`]). With f32 weights (the
+//! default, and the parity reference) every cast is a no-op.
 
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -52,6 +55,19 @@ pub enum CfgChannels {
     AllEps,
 }
 
+/// `p` in `like`'s dtype (a no-op when they agree).
+pub fn in_dtype<const D: usize, const E: usize>(p: &Param<Tensor<D>>, like: &Tensor<E>) -> Tensor<D> {
+    p.val().cast(FloatDType::from(like.dtype()))
+}
+
+/// `x W^T + b` in the weight's dtype (`x` and the bias cast to it): burn's `Linear::forward`,
+/// for a bias that may be held in f32 beside a bf16 weight.
+pub fn linear<const D: usize>(l: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let w = l.weight.val();
+    let dtype = FloatDType::from(w.dtype());
+    burn::tensor::module::linear(x.cast(dtype), w, l.bias.as_ref().map(|b| b.val().cast(dtype)))
+}
+
 /// `x * (1 + scale) + shift`, with `shift`, `scale`: [N, D] broadcast over tokens.
 fn modulate(x: Tensor<3>, shift: Tensor<2>, scale: Tensor<2>) -> Tensor<3> {
     x * (scale.unsqueeze_dim::<3>(1) + 1.0) + shift.unsqueeze_dim::<3>(1)
@@ -76,7 +92,12 @@ pub struct PatchEmbed {
 impl PatchEmbed {
     /// [N, C, H, W] -> [N, T, D] with T = (H/p)(W/p), row-major over the patch grid.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<3> {
-        let x = self.proj.forward(x); // [N, D, H/p, W/p]
+        // The patch convolution (valid padding) in the weight's dtype, the bias cast to it.
+        let w = self.proj.weight.val();
+        let dtype = FloatDType::from(w.dtype());
+        let options = burn::tensor::ops::ConvOptions::new(self.proj.stride, [0, 0], self.proj.dilation, self.proj.groups);
+        let bias = self.proj.bias.as_ref().map(|b| b.val().cast(dtype));
+        let x = burn::tensor::module::conv2d(x.cast(dtype), w, bias, options); // [N, D, H/p, W/p]
         x.flatten::<3>(2, 3).swap_dims(1, 2)
     }
 }
@@ -113,7 +134,7 @@ impl TimestepEmbedder {
         // The features in f32 (t up to 999 times frequencies), then in the weights' dtype.
         let t_freq = Self::timestep_embedding(t.cast(FloatDType::F32), self.frequency_embedding_size, 10_000.0);
         let t_freq = t_freq.cast(self.mlp_0.weight.val().dtype());
-        self.mlp_2.forward(silu(self.mlp_0.forward(t_freq)))
+        linear(&self.mlp_2, silu(linear(&self.mlp_0, t_freq)))
     }
 }
 
@@ -156,9 +177,9 @@ impl Attention {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [n, t, d] = x.dims();
         let h = self.num_heads;
-        let mut qkv = self.qkv.forward(x); // [N, T, 3D]
+        let mut qkv = linear(&self.qkv, x); // [N, T, 3D]
         if let Some(g) = &self.gamma1 {
-            qkv = qkv * g.val().unsqueeze_dims::<3>(&[0, 1]);
+            qkv = qkv.clone() * in_dtype(g, &qkv).unsqueeze_dims::<3>(&[0, 1]);
         }
         // [N, T, 3, H, D/H] -> [3, N, H, T, D/H]
         let qkv = qkv.reshape([n, t, 3, h, d / h]).permute([2, 0, 3, 1, 4]);
@@ -167,9 +188,9 @@ impl Attention {
         let v = qkv.narrow(0, 2, 1).squeeze_dim::<4>(0);
         let o = scaled_dot_product_attention(q, k, v); // [N, H, T, D/H]
         let o = o.swap_dims(1, 2).reshape([n, t, d]);
-        let mut out = self.proj.forward(o);
+        let mut out = linear(&self.proj, o);
         if let Some(g) = &self.gamma2 {
-            out = out * g.val().unsqueeze_dims::<3>(&[0, 1]);
+            out = out.clone() * in_dtype(g, &out).unsqueeze_dims::<3>(&[0, 1]);
         }
         out
     }
@@ -263,7 +284,7 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.fc2.forward(gelu_tanh(self.fc1.forward(x)))
+        linear(&self.fc2, gelu_tanh(linear(&self.fc1, x)))
     }
 }
 
@@ -295,7 +316,7 @@ pub struct DiTBlock {
 
 fn scale_by(x: Tensor<3>, gamma: &Option<Param<Tensor<1>>>) -> Tensor<3> {
     match gamma {
-        Some(g) => x * g.val().unsqueeze_dims::<3>(&[0, 1]),
+        Some(g) => x.clone() * in_dtype(g, &x).unsqueeze_dims::<3>(&[0, 1]),
         None => x,
     }
 }
@@ -303,7 +324,7 @@ fn scale_by(x: Tensor<3>, gamma: &Option<Param<Tensor<1>>>) -> Tensor<3> {
 impl DiTBlock {
     /// x: [N, T, D], c: [N, D] -> [N, T, D].
     pub fn forward(&self, x: Tensor<3>, c: Tensor<2>) -> Tensor<3> {
-        let m = self.ada_ln_modulation.forward(silu(c)).chunk(6, 1);
+        let m = linear(&self.ada_ln_modulation, silu(c)).chunk(6, 1);
         let [shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp]: [Tensor<2>; 6] =
             m.try_into().expect("adaLN gives 6 chunks");
         let h = self.attn.forward(modulate(layer_norm_no_affine(x.clone()), shift_msa, scale_msa));
@@ -323,9 +344,9 @@ pub struct FinalLayer {
 impl FinalLayer {
     /// x: [N, T, D], c: [N, D] -> [N, T, p*p*C_out].
     pub fn forward(&self, x: Tensor<3>, c: Tensor<2>) -> Tensor<3> {
-        let m = self.ada_ln_modulation.forward(silu(c)).chunk(2, 1);
+        let m = linear(&self.ada_ln_modulation, silu(c)).chunk(2, 1);
         let [shift, scale]: [Tensor<2>; 2] = m.try_into().expect("adaLN gives 2 chunks");
-        self.linear.forward(modulate(layer_norm_no_affine(x), shift, scale))
+        linear(&self.linear, modulate(layer_norm_no_affine(x), shift, scale))
     }
 }
 
@@ -369,8 +390,10 @@ impl DiT {
         let [_, _, h, w] = x.dims();
         let io_dtype = x.dtype();
         let x = x.cast(self.dtype());
-        let x = self.x_embedder.forward(x) + self.pos_embed.val(); // [N, T, D]
-        let c = self.t_embedder.forward(t) + y; // [N, D]
+        let x = self.x_embedder.forward(x); // [N, T, D]
+        let x = x.clone() + in_dtype(&self.pos_embed, &x);
+        let t = self.t_embedder.forward(t);
+        let c = t.clone() + y.cast(FloatDType::from(t.dtype())); // [N, D]
         let mut x = x;
         for block in &self.blocks {
             x = block.forward(x, c.clone()); // [N, T, D]

@@ -79,6 +79,10 @@ pub struct TrainConfig {
     pub keep_last: usize,
     pub log_every: u64,
     pub trainable: Trainable,
+    /// `bf16`: the frozen weights held and multiplied in bf16, the trained Difffit parameters,
+    /// AdamW's moments and the EMA in f32 (mixed precision; Difffit runs only). `f32`: the
+    /// reference's, and the parity path.
+    pub dtype: ims3_dit::Precision,
 }
 
 impl Default for TrainConfig {
@@ -96,6 +100,7 @@ impl Default for TrainConfig {
             keep_last: 3,
             log_every: 10,
             trainable: Trainable::Difffit,
+            dtype: ims3_dit::Precision::F32,
         }
     }
 }
@@ -111,6 +116,8 @@ pub enum ConfigError {
     LabelDropout(f64),
     #[error("checkpoint_every, log_every and keep_last must be at least 1")]
     Cadence,
+    #[error("dtype bf16 keeps the trained parameters in f32 beside bf16 frozen weights: it needs trainable = difffit")]
+    MixedNeedsDifffit,
 }
 
 impl TrainConfig {
@@ -126,6 +133,9 @@ impl TrainConfig {
         }
         if self.checkpoint_every == 0 || self.log_every == 0 || self.keep_last == 0 {
             return Err(ConfigError::Cadence);
+        }
+        if self.dtype != ims3_dit::Precision::F32 && self.trainable != Trainable::Difffit {
+            return Err(ConfigError::MixedNeedsDifffit);
         }
         Ok(())
     }

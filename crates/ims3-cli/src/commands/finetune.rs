@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(long)]
     pub out: PathBuf,
     /// Training recipe file (TOML; keys of TrainConfig: batch_size, epochs, max_steps, ema_decay, flip,
-    /// seed, checkpoint_every, keep_last, log_every, [optimizer] lr/beta1/beta2/eps/weight_decay,
+    /// seed, checkpoint_every, keep_last, log_every, dtype, [optimizer] lr/beta1/beta2/eps/weight_decay,
     /// [loss] im/im_lambda/minimax/lambda_pos/lambda_neg/memory_size/label_dropout). Flags below
     /// override it; anything unset keeps the reference default.
     #[arg(long)]
@@ -63,6 +63,10 @@ pub struct Args {
     /// AdamW learning rate (reference 1e-3).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// bf16: frozen weights in bf16, trained Difffit parameters, AdamW and EMA in f32 (mixed
+    /// precision); default f32 (the reference's). Overrides the recipe's `dtype`.
+    #[arg(long)]
+    pub dtype: Option<ims3_dit::Precision>,
     /// Switch off the IM term (gives the Minimax ablation).
     #[arg(long)]
     pub no_im: bool,
@@ -116,6 +120,9 @@ fn train_config(a: &Args) -> Result<TrainConfig> {
     }
     if let Some(v) = a.lr {
         cfg.optimizer.lr = v;
+    }
+    if let Some(d) = a.dtype {
+        cfg.dtype = d;
     }
     if a.no_im {
         cfg.loss.im = false;
