@@ -14,7 +14,8 @@
 #   update-per-tensor  the IM step with AdamW/EMA per tensor (the flat update's before row)
 #   warm         a second process: start-up and first call with the caches on disk
 #   bf16         forward and sampling with every tensor bf16
-#   bf16-weights the same with the DiT's weights bf16 and the sampler f32 (`ims3 sample --dtype bf16`)
+#   bf16-weights the DiT's weights bf16, the sampler f32 (`ims3 sample --dtype bf16`), and the
+#                mixed-precision IM step (`ims3 finetune --dtype bf16`)
 #   conv         VAE decode b8 and the ResNet-AP-10 step b64 at 224 px
 # At the end the environment database (kernels, autotune) is compressed into <out>.
 set -u
@@ -51,7 +52,7 @@ bench attn-direct 45 --dtype f32 --label attn-direct --attention direct --iters 
 bench update-per-tensor 45 --dtype f32 --label per-tensor-update --update per-tensor --iters 5 --workloads im_step --im-batches 8
 bench warm        30 --dtype f32 --label warm-cache --iters 5 --workloads dit_forward
 bench bf16        90 --dtype bf16 --label cold-cache --iters 5 --workloads dit_forward,sample_cfg50 --sample-batches 10
-bench bf16-weights 60 --dtype bf16 --cast weights --label weights-bf16 --iters 5 --workloads dit_forward,sample_cfg50 --sample-batches 10
+bench bf16-weights 60 --dtype bf16 --cast weights --label weights-bf16 --iters 5 --workloads dit_forward,sample_cfg50,im_step --sample-batches 10 --im-batches 8
 bench conv        60 --dtype f32 --label cold-cache --iters 5 --workloads vae_decode,resnet_ap_step
 ls -la target/environment 2>/dev/null | tee -a "$LOG"
 for f in target/environment/*.db; do [ -f "$f" ] && xz -T8 -c "$f" > "$OUT_DIR/$(basename "$f").xz"; done

@@ -36,8 +36,9 @@ struct Args {
     #[arg(long, default_value = "f32")]
     dtype: String,
     /// What `--dtype` applies to: `device` (every tensor: the device's default float dtype) or
-    /// `weights` (the DiT's weights only, `ims3 sample --dtype`'s path: the sampler's own
-    /// arithmetic stays f32; dit_forward and sample_cfg50 only).
+    /// `weights` (the DiT's weights only: `ims3 sample --dtype`'s path for dit_forward and
+    /// sample_cfg50, the sampler's own arithmetic staying f32; `ims3 finetune --dtype`'s mixed
+    /// precision for im_step, frozen weights bf16 and the trained parameters, AdamW and EMA f32).
     #[arg(long, default_value = "device")]
     cast: String,
     /// Comma-separated workloads (dit_forward, im_step, sample_cfg50, vae_decode, resnet_ap_step).
@@ -260,7 +261,14 @@ fn im_step(a: &Args, device: &Device, timer: &Timer, b: usize) -> Result<Record>
         "per-tensor" => ims3_im::UpdateLayout::PerTensor,
         other => bail!("unknown --update {other}: expected flat or per-tensor"),
     };
-    let mut state = TrainState::with_layout(jitter(cfg.init(&ad)), &TrainConfig::default(), layout);
+    let train = TrainConfig {
+        dtype: if a.cast == "weights" && a.dtype == "bf16" { ims3_dit::Precision::Bf16 } else { ims3_dit::Precision::F32 },
+        ..TrainConfig::default()
+    };
+    if a.cast == "weights" && a.dtype == "f16" {
+        bail!("im_step: mixed precision is bf16 only");
+    }
+    let mut state = TrainState::with_layout(jitter(cfg.init(&ad)), &train, layout);
     let s = cfg.input_size;
     let mut k = 0usize;
     let times = timer.run(|| {
@@ -275,11 +283,11 @@ fn im_step(a: &Args, device: &Device, timer: &Timer, b: usize) -> Result<Record>
         };
         let _ = state.step(&batch);
     })?;
-    Ok(record("im_step", &a.model, &a.dtype, b, b, times, device, &format!("mse+vb+IM+Minimax, AdamW on Difffit params, EMA ({} update)", a.update)))
+    Ok(record("im_step", &a.model, &a.dtype, b, b, times, device, &format!("mse+vb+IM+Minimax, AdamW on Difffit params, EMA ({} update), {} {}", a.update, a.dtype, cast_note(a))))
 }
 
 fn cast_note(a: &Args) -> &'static str {
-    if a.cast == "weights" { "weights (sampler f32)" } else { "everywhere" }
+    if a.cast == "weights" { "weights (sampler, trained parameters, AdamW, EMA f32)" } else { "everywhere" }
 }
 
 fn sample_cfg(a: &Args, device: &Device, timer: &Timer, b: usize) -> Result<Record> {
@@ -364,8 +372,8 @@ fn main() -> Result<()> {
     match a.cast.as_str() {
         "device" => {}
         "weights" => {
-            if let Some(w) = a.workloads.split(',').map(str::trim).find(|w| !["dit_forward", "sample_cfg50", ""].contains(w)) {
-                bail!("--cast weights: workload {w} has no weights-only path (dit_forward and sample_cfg50 have)");
+            if let Some(w) = a.workloads.split(',').map(str::trim).find(|w| !["dit_forward", "sample_cfg50", "im_step", ""].contains(w)) {
+                bail!("--cast weights: workload {w} has no weights-only path (dit_forward, sample_cfg50 and im_step have)");
             }
         }
         other => bail!("unknown --cast {other}: expected device or weights"),

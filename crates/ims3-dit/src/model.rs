@@ -55,9 +55,9 @@ pub enum CfgChannels {
     AllEps,
 }
 
-/// `p` in `like`'s dtype (a no-op when they agree).
-pub fn in_dtype<const D: usize, const E: usize>(p: &Param<Tensor<D>>, like: &Tensor<E>) -> Tensor<D> {
-    p.val().cast(FloatDType::from(like.dtype()))
+/// `p` in `dtype` (a no-op when it already is): a trained parameter in the activations' dtype.
+pub fn in_dtype<const D: usize>(p: &Param<Tensor<D>>, dtype: burn::tensor::DType) -> Tensor<D> {
+    p.val().cast(FloatDType::from(dtype))
 }
 
 /// `x W^T + b` in the weight's dtype (`x` and the bias cast to it): burn's `Linear::forward`,
@@ -179,7 +179,8 @@ impl Attention {
         let h = self.num_heads;
         let mut qkv = linear(&self.qkv, x); // [N, T, 3D]
         if let Some(g) = &self.gamma1 {
-            qkv = qkv.clone() * in_dtype(g, &qkv).unsqueeze_dims::<3>(&[0, 1]);
+            let dtype = qkv.dtype();
+            qkv = qkv * in_dtype(g, dtype).unsqueeze_dims::<3>(&[0, 1]);
         }
         // [N, T, 3, H, D/H] -> [3, N, H, T, D/H]
         let qkv = qkv.reshape([n, t, 3, h, d / h]).permute([2, 0, 3, 1, 4]);
@@ -190,7 +191,8 @@ impl Attention {
         let o = o.swap_dims(1, 2).reshape([n, t, d]);
         let mut out = linear(&self.proj, o);
         if let Some(g) = &self.gamma2 {
-            out = out.clone() * in_dtype(g, &out).unsqueeze_dims::<3>(&[0, 1]);
+            let dtype = out.dtype();
+            out = out * in_dtype(g, dtype).unsqueeze_dims::<3>(&[0, 1]);
         }
         out
     }
@@ -316,7 +318,10 @@ pub struct DiTBlock {
 
 fn scale_by(x: Tensor<3>, gamma: &Option<Param<Tensor<1>>>) -> Tensor<3> {
     match gamma {
-        Some(g) => x.clone() * in_dtype(g, &x).unsqueeze_dims::<3>(&[0, 1]),
+        Some(g) => {
+            let dtype = x.dtype();
+            x * in_dtype(g, dtype).unsqueeze_dims::<3>(&[0, 1])
+        }
         None => x,
     }
 }
@@ -391,7 +396,8 @@ impl DiT {
         let io_dtype = x.dtype();
         let x = x.cast(self.dtype());
         let x = self.x_embedder.forward(x); // [N, T, D]
-        let x = x.clone() + in_dtype(&self.pos_embed, &x);
+        let dtype = x.dtype();
+        let x = x + in_dtype(&self.pos_embed, dtype);
         let t = self.t_embedder.forward(t);
         let c = t.clone() + y.cast(FloatDType::from(t.dtype())); // [N, D]
         let mut x = x;
