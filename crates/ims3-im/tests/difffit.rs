@@ -39,6 +39,7 @@ fn jittered(cfg: &DiTConfig, device: &Device) -> DiT {
 
 #[test]
 fn frozen_parameters_stay_bit_identical_and_trained_ones_move() {
+    let _serial = serial();
     let device = Device::flex().autodiff();
     device.seed(0);
     let cfg = tiny();
@@ -89,6 +90,7 @@ fn frozen_parameters_stay_bit_identical_and_trained_ones_move() {
 
 #[test]
 fn ema_blends_every_trained_parameter_and_only_those() {
+    let _serial = serial();
     let device = Device::flex().autodiff();
     let cfg = tiny();
     let model = mark_difffit_trainable(jittered(&cfg, &device));
@@ -118,4 +120,15 @@ fn ema_blends_every_trained_parameter_and_only_those() {
             assert!((y - (x + 0.25)).abs() < 1e-6, "{p}: {y} vs {}", x + 0.25);
         }
     }
+}
+
+/// The tests of this file run one at a time. burn 0.22.1's autodiff can drop a gradient when
+/// one thread's backward reclaims graph nodes another thread is registering
+/// (tracel-ai/burn#5573; see `ims3_util::autodiff_guard`): training steps hold that guard, but a
+/// test's own setup and checks (a base model built from parameters that require gradients, a
+/// forward outside a step) build graph nodes too, and one of them lost a gradient in a
+/// concurrent run. Serialising the tests costs about a second.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -70,6 +70,26 @@ fn seeded<T>(device: &Device, seed: u64, draw: impl FnOnce() -> T) -> T {
     draw()
 }
 
+/// Step `k`'s batch of 4 random 1x8x8 images: images and noise drawn from Flex's generator
+/// seeded with `seed + k`, labels and timesteps a function of `k`, label drops on or off.
+fn step_batch(device: &Device, seed: u64, k: usize, drops: bool) -> StepBatch {
+    let normal = || {
+        (
+            Tensor::<4>::random([4, 1, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), device),
+            Tensor::<4>::random([4, 1, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), device),
+        )
+    };
+    let (x0, noise) = seeded(device, seed + k as u64, normal);
+    StepBatch {
+        x0,
+        labels: (0..4).map(|i| ((i + k) % 10) as i64).collect(),
+        t: (0..4).map(|i| (i * 211 + k * 37) % 1000).collect(),
+        noise,
+        drop_main: (0..4).map(|i| drops && (i + k) % 3 == 0).collect(),
+        drop_reverse: (0..4).map(|i| drops && (i + 2 * k) % 3 == 0).collect(),
+    }
+}
+
 fn quick(seed: u64) -> TrainConfig {
     TrainConfig {
         batch_size: 8,
@@ -89,6 +109,7 @@ fn params_of(ck: &Checkpoint) -> Vec<(String, Vec<u32>)> {
 
 #[test]
 fn resume_matches_an_uninterrupted_run() {
+    let _serial = serial();
     let device = Device::flex().autodiff();
     let data = fashion(32, 4);
     let cfg = quick(3);
@@ -122,6 +143,7 @@ fn resume_matches_an_uninterrupted_run() {
 
 #[test]
 fn checkpoint_holds_only_the_trained_parameters_and_applies_to_the_base() {
+    let _serial = serial();
     let device = Device::flex().autodiff();
     let data = fashion(16, 2);
     let dir = tempfile::tempdir().unwrap();
@@ -161,6 +183,7 @@ fn checkpoint_holds_only_the_trained_parameters_and_applies_to_the_base() {
 
 #[test]
 fn loss_falls_on_real_images() {
+    let _serial = serial();
     let device = Device::flex().autodiff();
     let data = fashion(64, 4);
     let start = base(&device);
@@ -196,6 +219,7 @@ fn loss_falls_on_real_images() {
 /// Pretraining mode: every parameter but `pos_embed` trains, and the checkpoint holds them all.
 #[test]
 fn full_training_trains_everything_but_pos_embed() {
+    let _serial = serial();
     let device = Device::flex().autodiff();
     let data = fashion(16, 2);
     let dir = tempfile::tempdir().unwrap();
@@ -226,28 +250,13 @@ fn full_training_trains_everything_but_pos_embed() {
 /// read and write the same files. Weight decay on, so every term of AdamW is exercised.
 #[test]
 fn flat_update_is_bit_identical_to_the_per_tensor_update() {
+    let _serial = serial();
     use ims3_im::{TrainState, UpdateLayout};
     let device = Device::flex().autodiff();
     let mut cfg = quick(5);
     cfg.optimizer.weight_decay = 0.01;
     cfg.ema_decay = 0.9;
-    let batch = |k: usize| {
-        let normal = || {
-            (
-                Tensor::<4>::random([4, 1, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &device),
-                Tensor::<4>::random([4, 1, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &device),
-            )
-        };
-        let (x0, noise) = seeded(&device, 100 + k as u64, normal);
-        StepBatch {
-            x0,
-            labels: (0..4).map(|i| ((i + k) % 10) as i64).collect(),
-            t: (0..4).map(|i| (i * 211 + k * 37) % 1000).collect(),
-            noise,
-            drop_main: (0..4).map(|i| (i + k) % 3 == 0).collect(),
-            drop_reverse: (0..4).map(|i| (i + 2 * k) % 3 == 0).collect(),
-        }
-    };
+    let batch = |k: usize| step_batch(&device, 100, k, true);
     let bits = |ck: &Checkpoint| {
         let mut v = params_of(ck);
         v.extend(ck.adam.iter().map(|(k, (m, s))| (k.clone(), m.iter().chain(s).map(|x| x.to_bits()).collect())));
@@ -295,28 +304,13 @@ fn flat_update_is_bit_identical_to_the_per_tensor_update() {
 ///   batches differs by far more (the test can fail).
 #[test]
 fn bf16_mixed_precision_step_tracks_the_f32_step() {
+    let _serial = serial();
     use burn::tensor::{DType, FloatDType};
     use ims3_im::TrainState;
     let device = Device::flex().autodiff();
     let cfg = quick(5);
     let mixed = TrainConfig { dtype: ims3_dit::Precision::Bf16, ..cfg.clone() };
-    let batch = |k: usize| {
-        let normal = || {
-            (
-                Tensor::<4>::random([4, 1, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &device),
-                Tensor::<4>::random([4, 1, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &device),
-            )
-        };
-        let (x0, noise) = seeded(&device, 200 + k as u64, normal);
-        StepBatch {
-            x0,
-            labels: (0..4).map(|i| ((i + k) % 10) as i64).collect(),
-            t: (0..4).map(|i| (i * 211 + k * 37) % 1000).collect(),
-            noise,
-            drop_main: vec![false; 4],
-            drop_reverse: vec![false; 4],
-        }
-    };
+    let batch = |k: usize| step_batch(&device, 200, k, false);
     let run = |cfg: &TrainConfig, offset: usize| {
         let mut s = TrainState::new(base(&device), cfg);
         let losses: Vec<f64> = (0..3).map(|k| s.step(&batch(k + offset)).total.into_scalar::<f64>()).collect();
@@ -343,4 +337,15 @@ fn bf16_mixed_precision_step_tracks_the_f32_step() {
     eprintln!("bf16 update: {err:.3} of the f32 update's norm (other batches: {spread:.3}); losses {half_losses:?} vs {full_losses:?}");
     assert!(err < 0.25, "bf16 update differs by {err} of the f32 update's norm");
     assert!(spread > 2.0 * err, "other batches differ by only {spread}");
+}
+
+/// The tests of this file run one at a time. burn 0.22.1's autodiff can drop a gradient when
+/// one thread's backward reclaims graph nodes another thread is registering
+/// (tracel-ai/burn#5573; see `ims3_util::autodiff_guard`): training steps hold that guard, but a
+/// test's own setup and checks (a base model built from parameters that require gradients, a
+/// forward outside a step) build graph nodes too, and one of them lost a gradient in a
+/// concurrent run. Serialising the tests costs about a second.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -46,28 +46,22 @@ fn check_dit(case: &Case, device: &Device) -> Result<[Outcome; 3]> {
     };
     let io = case.io()?;
     let get = |k: &str| io.get(k).with_context(|| format!("{}: io.safetensors has no '{k}'", case.name));
+    // (forward error, CFG-forward error) of `model` against the oracle.
+    let errors = |model: &ims3_dit::DiT| -> Result<(f64, f64)> {
+        let out = model.forward(get("x")?.tensor::<4>(device), get("t")?.tensor::<1>(device), get("y")?.int_tensor(device));
+        let cfg_out = model.forward_with_cfg(
+            get("cfg_x")?.tensor::<4>(device),
+            get("cfg_t")?.tensor::<1>(device),
+            get("cfg_y")?.int_tensor(device),
+            case.f64("cfg_scale")?,
+            CfgChannels::FirstThree,
+        );
+        Ok((max_rel_err(&to_f64(out), &get("out")?.data), max_rel_err(&to_f64(cfg_out), &get("cfg_out")?.data)))
+    };
     let (model, _) = load_dit(case.dir.join("weights.pt"), Some(&cfg), None, device)?;
-    let out = model.forward(get("x")?.tensor::<4>(device), get("t")?.tensor::<1>(device), get("y")?.int_tensor(device));
-    let mut err = max_rel_err(&to_f64(out), &get("out")?.data);
-    let cfg_out = model.forward_with_cfg(
-        get("cfg_x")?.tensor::<4>(device),
-        get("cfg_t")?.tensor::<1>(device),
-        get("cfg_y")?.int_tensor(device),
-        case.f64("cfg_scale")?,
-        CfgChannels::FirstThree,
-    );
-    err = err.max(max_rel_err(&to_f64(cfg_out), &get("cfg_out")?.data));
-    let half = model.to_dtype(burn::tensor::FloatDType::BF16);
-    let out = half.forward(get("x")?.tensor::<4>(device), get("t")?.tensor::<1>(device), get("y")?.int_tensor(device));
-    let bf16_err = max_rel_err(&to_f64(out), &get("out")?.data);
-    let cfg_out = half.forward_with_cfg(
-        get("cfg_x")?.tensor::<4>(device),
-        get("cfg_t")?.tensor::<1>(device),
-        get("cfg_y")?.int_tensor(device),
-        case.f64("cfg_scale")?,
-        CfgChannels::FirstThree,
-    );
-    let bf16_cfg_err = max_rel_err(&to_f64(cfg_out), &get("cfg_out")?.data);
+    let (fwd, cfg_fwd) = errors(&model)?;
+    let mut err = fwd.max(cfg_fwd);
+    let (bf16_err, bf16_cfg_err) = errors(&model.to_dtype(burn::tensor::FloatDType::BF16))?;
     let (plain, report) = load_dit(case.dir.join("weights_nogamma.pt"), Some(&cfg), None, device)?;
     anyhow::ensure!(
         report.defaulted_gammas == 4 * cfg.gamma_blocks,
