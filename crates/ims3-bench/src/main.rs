@@ -261,13 +261,9 @@ fn im_step(a: &Args, device: &Device, timer: &Timer, b: usize) -> Result<Record>
         "per-tensor" => ims3_im::UpdateLayout::PerTensor,
         other => bail!("unknown --update {other}: expected flat or per-tensor"),
     };
-    let train = TrainConfig {
-        dtype: if a.cast == "weights" && a.dtype == "bf16" { ims3_dit::Precision::Bf16 } else { ims3_dit::Precision::F32 },
-        ..TrainConfig::default()
-    };
-    if a.cast == "weights" && a.dtype == "f16" {
-        bail!("im_step: mixed precision is bf16 only");
-    }
+    // `--cast weights`: `ims3 finetune --dtype`'s mixed precision (f32 or bf16).
+    let dtype = if a.cast == "weights" { a.dtype.parse::<ims3_dit::Precision>().context("im_step --cast weights")? } else { ims3_dit::Precision::F32 };
+    let train = TrainConfig { dtype, ..TrainConfig::default() };
     let mut state = TrainState::with_layout(jitter(cfg.init(&ad)), &train, layout);
     let s = cfg.input_size;
     let mut k = 0usize;

@@ -131,9 +131,8 @@ impl TimestepEmbedder {
 
     /// t: [N] -> [N, D].
     pub fn forward(&self, t: Tensor<1>) -> Tensor<2> {
-        // The features in f32 (t up to 999 times frequencies), then in the weights' dtype.
+        // The features in f32 (t up to 999 times frequencies); `linear` casts them to the weights'.
         let t_freq = Self::timestep_embedding(t.cast(FloatDType::F32), self.frequency_embedding_size, 10_000.0);
-        let t_freq = t_freq.cast(self.mlp_0.weight.val().dtype());
         linear(&self.mlp_2, silu(linear(&self.mlp_0, t_freq)))
     }
 }
@@ -394,8 +393,7 @@ impl DiT {
     fn forward_embedded(&self, x: Tensor<4>, t: Tensor<1>, y: Tensor<2>) -> Tensor<4> {
         let [_, _, h, w] = x.dims();
         let io_dtype = x.dtype();
-        let x = x.cast(self.dtype());
-        let x = self.x_embedder.forward(x); // [N, T, D]
+        let x = self.x_embedder.forward(x); // [N, T, D], in the weights' dtype
         let dtype = x.dtype();
         let x = x + in_dtype(&self.pos_embed, dtype);
         let t = self.t_embedder.forward(t);
@@ -416,14 +414,25 @@ impl DiT {
     /// Every weight cast to `dtype` (f32 -> bf16 for fast sampling; f32 stays the default and
     /// the parity reference). Inputs and outputs keep the caller's dtype.
     pub fn to_dtype(self, dtype: FloatDType) -> Self {
-        struct Cast(FloatDType);
+        self.cast_params(dtype, false)
+    }
+
+    /// The parameters that are not trained (no `require_grad`) cast to `dtype`, the trained ones
+    /// left as they are: mixed-precision fine-tuning's bf16 frozen weights beside f32 trained
+    /// parameters.
+    pub fn to_dtype_frozen(self, dtype: FloatDType) -> Self {
+        self.cast_params(dtype, true)
+    }
+
+    fn cast_params(self, dtype: FloatDType, frozen_only: bool) -> Self {
+        struct Cast(FloatDType, bool);
         impl burn::module::ModuleMapper for Cast {
             fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-                let dtype = self.0;
-                param.map(move |t| t.cast(dtype))
+                let (dtype, frozen_only) = (self.0, self.1);
+                param.map(move |t| if frozen_only && t.is_require_grad() { t } else { t.cast(dtype) })
             }
         }
-        self.map(&mut Cast(dtype))
+        self.map(&mut Cast(dtype, frozen_only))
     }
 
     /// [N, T, p*p*C] -> [N, C, h*p, w*p], i.e. `nhwpqc -> nchpwq`.

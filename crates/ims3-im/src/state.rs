@@ -28,20 +28,6 @@ fn host(t: &Tensor<1>) -> Vec<f32> {
     t.clone().into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 values")
 }
 
-/// The parameters that are not trained (no `require_grad`) cast to `dtype`; the trained ones
-/// stay f32 (mixed precision: `TrainConfig::dtype`). A no-op for f32.
-pub fn frozen_to_dtype(model: DiT, dtype: burn::tensor::FloatDType) -> DiT {
-    use burn::module::{Module, ModuleMapper, Param};
-    struct Frozen(burn::tensor::FloatDType);
-    impl ModuleMapper for Frozen {
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let dtype = self.0;
-            param.map(move |t| if t.is_require_grad() { t } else { t.cast(dtype) })
-        }
-    }
-    model.map(&mut Frozen(dtype))
-}
-
 /// How AdamW and the EMA hold their state: the same numbers either way (bit-identical, tested
 /// in `tests/train.rs`), the same checkpoints.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -85,7 +71,8 @@ impl TrainState {
             Trainable::Difffit => mark_difffit_trainable(base),
             Trainable::All => mark_all_trainable(base),
         };
-        let model = frozen_to_dtype(model, cfg.dtype.float_dtype());
+        // Mixed precision (`TrainConfig::dtype`): frozen weights cast, trained ones stay f32.
+        let model = model.to_dtype_frozen(cfg.dtype.float_dtype());
         let update = match layout {
             UpdateLayout::Flat => Update::Flat(FlatUpdate::new(&model, cfg.optimizer.clone(), cfg.ema_decay)),
             UpdateLayout::PerTensor => Update::PerTensor { optimizer: PathAdamW::new(cfg.optimizer.clone()), ema: Ema::new(&model, cfg.ema_decay) },

@@ -59,13 +59,11 @@ fn base(device: &Device) -> DiT {
     seeded(device, 7, || tiny().init(device).map(&mut Jitter))
 }
 
-/// Runs `draw` right after seeding Flex's generator, holding a lock. Tests run on parallel
-/// threads and Flex has one global generator: every test that seeds it and draws from it goes
-/// through here, so no other test can reseed or draw between the seed and the draws (an
-/// unlocked `seed` in one test once changed another test's "same" base model).
+/// Runs `draw` right after seeding Flex's generator. Flex has one global generator for the
+/// process; the tests of this file run one at a time ([`serial`]), so no other test reseeds it
+/// or draws from it in between (an unsynchronised `seed` once changed another test's "same"
+/// base model).
 fn seeded<T>(device: &Device, seed: u64, draw: impl FnOnce() -> T) -> T {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     device.seed(seed);
     draw()
 }
