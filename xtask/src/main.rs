@@ -5,9 +5,10 @@
 //!   the device's backend and runs `ims3 reproduce` (fine-tune, sample, select, evaluate).
 //! - `bench --device <d> [--dtype f32|bf16] [ims3-bench options]`: builds `ims3-bench` with the
 //!   device's backend and times IMS3's workloads into `results/bench/<device>.json`.
-//! - `bench-cpu [--python P] [--threads 1,2] [--rounds 3] [shape options]`: a small DiT forward
-//!   on Flex and on PyTorch's CPU backend (`benches/torch_dit_cpu.py`), same shapes and thread
-//!   counts, alternating, into `results/bench/cpu-flex-vs-torch.json` with the ratio.
+//! - `bench-cpu [--python P] [--threads 1,2] [--rounds 3] [--workloads w,..]`: IMS3's workloads
+//!   (DiT forward, IM step, CFG sampling, ConvNet and ResNet-AP steps) on Flex and on PyTorch's
+//!   CPU backend (`benches/torch_cpu.py`), same shapes and thread counts, alternating, into
+//!   `results/bench/cpu-flex-vs-torch.json` with the ratios.
 //! - `cost`: the cost per stage of `imagenet1k-ipc10` on 1, 8 and 64 GPUs from the measured
 //!   per-item figures (`results/bench/imagenet1k-ipc10-cost.md`).
 
@@ -45,7 +46,7 @@ fn main() -> Result<()> {
         Some("reproduce") => reproduce(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\ntasks:\n  ci     run the test suite and the cuda/wgpu feature checks\n  bench  --device cuda:0|wgpu|cpu [--dtype f32|bf16] [more ims3-bench options]: time IMS3's workloads into results/bench/<device>.json\n  bench-cpu [--python P] [--threads 1,2] [--rounds 3]: a small DiT forward on Flex vs PyTorch CPU, as a ratio (results/bench/cpu-flex-vs-torch.json)\n  reproduce <recipe>|--list [--device cuda:0] [--from <stage>] [--allow-cpu]: the whole method from a recipe (recipes/*.toml)\n  cost   the cost per stage of imagenet1k-ipc10 from the measured per-item figures (results/bench/imagenet1k-ipc10-cost.md)"
+                "usage: cargo xtask <task>\n\ntasks:\n  ci     run the test suite and the cuda/wgpu feature checks\n  bench  --device cuda:0|wgpu|cpu [--dtype f32|bf16] [more ims3-bench options]: time IMS3's workloads into results/bench/<device>.json\n  bench-cpu [--python P] [--threads 1,2] [--rounds 3] [--workloads dit_forward,im_step,...]: IMS3's workloads on Flex vs PyTorch CPU, as ratios (results/bench/cpu-flex-vs-torch.json)\n  reproduce <recipe>|--list [--device cuda:0] [--from <stage>] [--allow-cpu]: the whole method from a recipe (recipes/*.toml)\n  cost   the cost per stage of imagenet1k-ipc10 from the measured per-item figures (results/bench/imagenet1k-ipc10-cost.md)"
             );
             std::process::exit(2);
         }

@@ -8,6 +8,8 @@
 //! - `sample_cfg50`: 50-step DDPM `p_sample_loop` with CFG 4.0, batches `--sample-batches` (10, 50).
 //! - `vae_decode`: SD-VAE decoder, 4 x 32 x 32 -> 3 x 256 x 256, batch 8.
 //! - `resnet_ap_step`: ResNet-AP-10 (instance norm) SGD step at 224 px, batch 64.
+//! - `convnet_step` (not in the default list): ConvNet-3 (width 128, instance norm) SGD step on
+//!   1 x 28 x 28, batch `--convnet-batch` (32): the Fashion-MNIST job's evaluation step.
 //!
 //! Each record: first call (kernel compilation + autotune + run), median and mean of the timed
 //! calls, images/s, and the allocator's reserved bytes after the workload (its high-water mark:
@@ -41,7 +43,8 @@ struct Args {
     /// precision for im_step, frozen weights bf16 and the trained parameters, AdamW and EMA f32).
     #[arg(long, default_value = "device")]
     cast: String,
-    /// Comma-separated workloads (dit_forward, im_step, sample_cfg50, vae_decode, resnet_ap_step).
+    /// Comma-separated workloads (dit_forward, im_step, sample_cfg50, vae_decode, resnet_ap_step,
+    /// convnet_step).
     #[arg(long, default_value = "dit_forward,im_step,sample_cfg50,vae_decode,resnet_ap_step")]
     workloads: String,
     /// DiT preset (DiT-XL/2 is the real one; smaller ones for CPU smoke runs).
@@ -65,6 +68,8 @@ struct Args {
     vae_batch: usize,
     #[arg(long, default_value_t = 64)]
     resnet_batch: usize,
+    #[arg(long, default_value_t = 32)]
+    convnet_batch: usize,
     /// Timed calls per workload (after `--warmup` untimed ones; the first of those is reported
     /// as the start-up cost).
     #[arg(long, default_value_t = 10)]
@@ -114,6 +119,9 @@ struct Record {
     /// Parameters of the timed network (all of them, trainable or not).
     #[serde(default)]
     params: Option<usize>,
+    /// Parameters the step trains (im_step: the Difffit set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trainable_params: Option<usize>,
     /// CPU worker threads (Flex: rayon's pool, `RAYON_NUM_THREADS` or every core); none on GPUs.
     #[serde(default)]
     cpu_threads: Option<usize>,
@@ -197,6 +205,7 @@ fn record(workload: &str, model: &str, dtype: &str, batch: usize, images: usize,
         label: String::new(),
         device_ready_s: 0.0,
         params: None,
+        trainable_params: None,
         cpu_threads: None,
         attention: String::new(),
     }
@@ -279,7 +288,10 @@ fn im_step(a: &Args, device: &Device, timer: &Timer, b: usize) -> Result<Record>
         };
         let _ = state.step(&batch);
     })?;
-    Ok(record("im_step", &a.model, &a.dtype, b, b, times, device, &format!("mse+vb+IM+Minimax, AdamW on Difffit params, EMA ({} update), {} {}", a.update, a.dtype, cast_note(a))))
+    let mut r = record("im_step", &a.model, &a.dtype, b, b, times, device, &format!("mse+vb+IM+Minimax, AdamW on Difffit params, EMA ({} update), {} {}", a.update, a.dtype, cast_note(a)));
+    r.params = Some(state.model().num_params());
+    r.trainable_params = Some(state.trainable_parameters());
+    Ok(r)
 }
 
 fn cast_note(a: &Args) -> &'static str {
@@ -292,6 +304,7 @@ fn sample_cfg(a: &Args, device: &Device, timer: &Timer, b: usize) -> Result<Reco
     let diffusion = ims3_diffusion::GaussianDiffusion::dit(&ims3_diffusion::Respacing::Sections(vec![a.sample_steps]))?;
     let s = cfg.input_size;
     let y = labels(b, cfg.num_classes - 1, device);
+    let params = model.num_params();
     let net = model.cfg_denoiser(y, 4.0, ims3_dit::CfgChannels::FirstThree);
     let mut noise = ims3_diffusion::NoiseSource::new(0);
     let times = timer.run(|| {
@@ -299,7 +312,9 @@ fn sample_cfg(a: &Args, device: &Device, timer: &Timer, b: usize) -> Result<Reco
         let z = Tensor::cat(vec![z.clone(), z], 0);
         let _ = diffusion.p_sample_loop(&net, z, false, &mut noise, false);
     })?;
-    Ok(record("sample_cfg50", &a.model, &a.dtype, b, b, times, device, &format!("{}-step p_sample_loop, CFG 4.0 (2B forwards per step), host noise, {} {}", a.sample_steps, a.dtype, cast_note(a))))
+    let mut r = record("sample_cfg50", &a.model, &a.dtype, b, b, times, device, &format!("{}-step p_sample_loop, CFG 4.0 (2B forwards per step), host noise, {} {}", a.sample_steps, a.dtype, cast_note(a)));
+    r.params = Some(params);
+    Ok(r)
 }
 
 fn vae_decode(a: &Args, device: &Device, timer: &Timer) -> Result<Record> {
@@ -312,25 +327,47 @@ fn vae_decode(a: &Args, device: &Device, timer: &Timer) -> Result<Record> {
     Ok(record("vae_decode", "sd-vae-ft-ema", &a.dtype, b, b, times, device, "4x32x32 -> 3x256x256"))
 }
 
-fn resnet_ap_step(a: &Args, device: &Device, timer: &Timer) -> Result<Record> {
-    let ad = device.clone().autodiff();
-    let b = a.resnet_batch;
-    let mut model = Some(ims3_nets::ResNetAPConfig::ap10(10, 224).init(&ad)?);
+/// One classifier training step as the evaluation runs it: forward, cross-entropy, backward,
+/// SGD (momentum 0.9, no dampening, weight decay 5e-4, lr 0.01).
+fn sgd_step<M: Module>(model: M, forward: impl Fn(&M, Tensor<4>) -> Tensor<2>, x: Tensor<4>, classes: usize, timer: &Timer) -> Result<((f64, Vec<f64>), usize)> {
+    let device = x.device();
+    let params = model.num_params();
+    let mut model = Some(model);
     let mut opt = SgdConfig::new()
         .with_momentum(Some(MomentumConfig { momentum: 0.9, dampening: 0.0, nesterov: false }))
         .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
         .init();
-    let ce = burn::nn::loss::CrossEntropyLossConfig::new().init(&ad);
-    let x = Tensor::<4>::random([b, 3, 224, 224], Distribution::Normal(0.0, 1.0), &ad);
-    let y = labels(b, 10, &ad);
+    let ce = burn::nn::loss::CrossEntropyLossConfig::new().init(&device);
+    let y = labels(x.dims()[0], classes, &device);
     let times = timer.run(|| {
         let _one_graph_at_a_time = ims3_util::autodiff_guard();
         let m = model.take().expect("model");
-        let loss = ce.forward(m.forward(x.clone()), y.clone());
+        let loss = ce.forward(forward(&m, x.clone()), y.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &m);
         model = Some(opt.step(0.01, m, grads));
     })?;
-    Ok(record("resnet_ap_step", "ResNet-AP-10 (instance norm)", &a.dtype, b, b, times, device, "forward + CE + backward + SGD(0.9, wd 5e-4), 224 px"))
+    Ok((times, params))
+}
+
+fn resnet_ap_step(a: &Args, device: &Device, timer: &Timer) -> Result<Record> {
+    let ad = device.clone().autodiff();
+    let b = a.resnet_batch;
+    let x = Tensor::<4>::random([b, 3, 224, 224], Distribution::Normal(0.0, 1.0), &ad);
+    let (times, params) = sgd_step(ims3_nets::ResNetAPConfig::ap10(10, 224).init(&ad)?, |m, x| m.forward(x), x, 10, timer)?;
+    let mut r = record("resnet_ap_step", "ResNet-AP-10 (instance norm)", &a.dtype, b, b, times, device, "forward + CE + backward + SGD(0.9, wd 5e-4), 224 px");
+    r.params = Some(params);
+    Ok(r)
+}
+
+/// The Fashion-MNIST job's evaluation step: ConvNet-3 (width 128, instance norm) on 1 x 28 x 28.
+fn convnet_step(a: &Args, device: &Device, timer: &Timer) -> Result<Record> {
+    let ad = device.clone().autodiff();
+    let b = a.convnet_batch;
+    let x = Tensor::<4>::random([b, 1, 28, 28], Distribution::Normal(0.0, 1.0), &ad);
+    let (times, params) = sgd_step(ims3_nets::ConvNetConfig::new(10, 3, 1, 28).init(&ad)?, |m, x| m.forward(x), x, 10, timer)?;
+    let mut r = record("convnet_step", "ConvNet-3 (width 128, instance norm)", &a.dtype, b, b, times, device, "forward + CE + backward + SGD(0.9, wd 5e-4), 1 x 28 x 28");
+    r.params = Some(params);
+    Ok(r)
 }
 
 #[derive(Deserialize)]
@@ -411,6 +448,7 @@ fn main() -> Result<()> {
             }
             "vae_decode" => vec![vae_decode(&a, &device, &timer)?],
             "resnet_ap_step" => vec![resnet_ap_step(&a, &device, &timer)?],
+            "convnet_step" => vec![convnet_step(&a, &device, &timer)?],
             other => bail!("unknown workload {other}"),
         };
         for mut r in recs {
