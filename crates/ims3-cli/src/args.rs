@@ -144,6 +144,7 @@ mod tests {
             steps: Some(10),
             lr: Some(0.5),
             dtype: Some(ims3_dit::Precision::Bf16),
+            micro_batches: Some(2),
             no_im: true,
             no_minimax: true,
             folder_index_labels: true,

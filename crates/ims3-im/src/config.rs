@@ -83,6 +83,11 @@ pub struct TrainConfig {
     /// AdamW's moments and the EMA in f32 (mixed precision; Difffit runs only). `f32`: the
     /// reference's, and the parity path.
     pub dtype: ims3_dit::Precision,
+    /// Forwards and backwards per step: the batch split into this many contiguous shards whose
+    /// gradients are summed (`shard.rs`), the same global batch and loss up to f32 rounding with
+    /// a smaller peak memory; 1 (the default) is the reference's single pass. With Minimax on,
+    /// each shard costs one extra no-grad forward (the cross-shard extremes are found first).
+    pub micro_batches: usize,
 }
 
 impl Default for TrainConfig {
@@ -101,6 +106,7 @@ impl Default for TrainConfig {
             log_every: 10,
             trainable: Trainable::Difffit,
             dtype: ims3_dit::Precision::F32,
+            micro_batches: 1,
         }
     }
 }
@@ -118,6 +124,8 @@ pub enum ConfigError {
     Cadence,
     #[error("dtype bf16 keeps the trained parameters in f32 beside bf16 frozen weights: it needs trainable = difffit")]
     MixedNeedsDifffit,
+    #[error("micro_batches {micro_batches} must be between 1 and batch_size {batch_size}")]
+    MicroBatches { micro_batches: usize, batch_size: usize },
 }
 
 impl TrainConfig {
@@ -136,6 +144,9 @@ impl TrainConfig {
         }
         if self.dtype != ims3_dit::Precision::F32 && self.trainable != Trainable::Difffit {
             return Err(ConfigError::MixedNeedsDifffit);
+        }
+        if self.micro_batches == 0 || self.micro_batches > self.batch_size {
+            return Err(ConfigError::MicroBatches { micro_batches: self.micro_batches, batch_size: self.batch_size });
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! - `config.rs`: the recipe (`TrainConfig`: loss terms, AdamW, EMA, batch, cadence).
 //! - `losses.rs`: the IM term and Minimax's representativeness/diversity memory terms.
 //! - `step.rs`: one step's loss (diffusion MSE + VB + the switchable extra terms).
+//! - `shard.rs`: one step split over shards of the batch (data parallelism, gradient accumulation).
 //! - `state.rs`: everything a run changes (model, EMA, AdamW, memories, step) and one step over it.
 //! - `difffit.rs`: Difffit parameter selection, parameter access by module path.
 //! - `flat.rs`: AdamW and the EMA over one flat buffer of all trained parameters (the default).
@@ -20,6 +21,7 @@ pub mod ema;
 pub mod flat;
 pub mod losses;
 pub mod optim;
+pub mod shard;
 pub mod state;
 pub mod step;
 pub mod train;
@@ -32,6 +34,7 @@ pub use ema::Ema;
 pub use losses::{IM_LAMBDA, LAMBDA_NEG, LAMBDA_POS, MEMORY_SIZE, MinimaxMemory, im_loss, pairwise_cosine};
 pub use optim::PathAdamW;
 pub use flat::{FlatLayout, FlatUpdate};
+pub use shard::{Exchange, ShardLoss, ShardSummary, accumulated_step_grads, shard_batch, shard_loss, shard_ranges, summarize_shard};
 pub use state::{TrainState, UpdateLayout};
 pub use step::{StepBatch, StepLoss, im_step_loss};
 pub use train::{RunOptions, TrainError, TrainOutcome, train};

@@ -91,6 +91,14 @@ impl MinimaxMemory {
         m
     }
 
+    /// The memories of `class` stacked, (real [m, D], predictions [m', D]), when it has
+    /// predictions already (a class seen for the first time gets no Minimax terms).
+    pub fn rows(&self, class: i64) -> Option<(Tensor<2>, Tensor<2>)> {
+        let pseudo = self.pseudo.get(&class).filter(|m| !m.is_empty())?;
+        let real = Tensor::stack::<2>(self.real[&class].iter().cloned().collect(), 0);
+        Some((real, Tensor::stack::<2>(pseudo.iter().cloned().collect(), 0)))
+    }
+
     /// The representativeness and diversity terms of one batch, then the memory update.
     /// `x0`: real latents [B, C, H, W]; `pred`: the x0 predictions [B, C, H, W] (with
     /// gradient); `classes`: the class of each sample (the reference groups by the folder
@@ -100,27 +108,37 @@ impl MinimaxMemory {
         let device = pred.device();
         let b = pred.dims()[0];
         assert_eq!(classes.len(), b, "one class per sample");
-        let flat_pred = pred.reshape([b as i64, -1]); // [B, D]
-        let flat_real = x0.detach().reshape([b as i64, -1]);
+        let flat_pred = pred.clone().reshape([b as i64, -1]); // [B, D]
         let set: BTreeSet<i64> = classes.iter().copied().collect();
         let k = set.len() as f64;
         let mut pos = Tensor::<1>::zeros([1], &device);
         let mut neg = Tensor::<1>::zeros([1], &device);
         for &c in &set {
             let idx: Vec<i64> = (0..b).filter(|&i| classes[i] == c).map(|i| i as i64).collect();
-            let rows = Tensor::<1, Int>::from_ints(idx.as_slice(), &device);
-            let mine = flat_pred.clone().select(0, rows.clone()); // [n, D]
-            if self.pseudo.get(&c).is_some_and(|m| !m.is_empty()) {
-                let real_mem = Tensor::stack::<2>(self.real[&c].iter().cloned().collect(), 0); // [m, D]
-                let pseudo_mem = Tensor::stack::<2>(self.pseudo[&c].iter().cloned().collect(), 0);
+            let mine = flat_pred.clone().select(0, Tensor::<1, Int>::from_ints(idx.as_slice(), &device)); // [n, D]
+            if let Some((real_mem, pseudo_mem)) = self.rows(c) {
                 let rep = pairwise_cosine(mine.clone(), real_mem).min().neg() + 1.0;
-                let div = pairwise_cosine(mine.clone(), pseudo_mem).max();
+                let div = pairwise_cosine(mine, pseudo_mem).max();
                 pos = pos + rep.reshape([1]) * (lambda_pos / k);
                 neg = neg + div.reshape([1]) * (lambda_neg / k);
             }
-            let real_rows = flat_real.clone().select(0, rows);
-            let pseudo_rows = mine.detach();
-            for (memory, new) in [(&mut self.real, real_rows), (&mut self.pseudo, pseudo_rows)] {
+        }
+        self.push_batch(x0, pred.detach(), classes);
+        (pos, neg)
+    }
+
+    /// The memory update after a batch: per class in label order, its real latents and its
+    /// (detached) predictions in batch order, the oldest dropped past `size`.
+    pub fn push_batch(&mut self, x0: Tensor<4>, pred: Tensor<4>, classes: &[i64]) {
+        let device = pred.device();
+        let b = pred.dims()[0];
+        let flat_pred = pred.detach().reshape([b as i64, -1]);
+        let flat_real = x0.detach().reshape([b as i64, -1]);
+        let set: BTreeSet<i64> = classes.iter().copied().collect();
+        for &c in &set {
+            let idx: Vec<i64> = (0..b).filter(|&i| classes[i] == c).map(|i| i as i64).collect();
+            let rows = Tensor::<1, Int>::from_ints(idx.as_slice(), &device);
+            for (memory, new) in [(&mut self.real, flat_real.clone().select(0, rows.clone())), (&mut self.pseudo, flat_pred.clone().select(0, rows))] {
                 let q = memory.entry(c).or_default();
                 for i in 0..idx.len() {
                     q.push_back(new.clone().narrow(0, i, 1).reshape([-1]));
@@ -130,7 +148,6 @@ impl MinimaxMemory {
                 }
             }
         }
-        (pos, neg)
     }
 }
 

@@ -22,6 +22,7 @@ use crate::ema::Ema;
 use crate::flat::{FlatLayout, FlatUpdate};
 use crate::losses::MinimaxMemory;
 use crate::optim::{Moments, PathAdamW};
+use crate::shard::accumulated_step_grads;
 use crate::step::{StepBatch, StepLoss, im_step_loss};
 
 fn host(t: &Tensor<1>) -> Vec<f32> {
@@ -159,8 +160,18 @@ impl TrainState {
         let _one_graph_at_a_time = ims3_util::autodiff_guard();
         let model = self.model.take().expect("a TrainState always holds its model");
         let cfg = &self.config.loss;
-        let loss = im_step_loss(&model, &self.diffusion, cfg.minimax.then_some(&mut self.memory), batch, cfg);
-        let grads = GradientsParams::from_grads(loss.total.backward(), &model);
+        let memory = cfg.minimax.then_some(&mut self.memory);
+        let (loss, grads) = if self.config.micro_batches > 1 {
+            let (grads, v) = accumulated_step_grads(&model, &self.diffusion, memory, batch, cfg, self.config.micro_batches);
+            let device = batch.x0.device();
+            let t = |x: f64| Tensor::<1>::from_floats([x as f32], &device);
+            let (on_im, on_mm) = (cfg.im, cfg.minimax);
+            (StepLoss { total: t(v[0]), mse: t(v[1]), vb: t(v[2]), im: on_im.then(|| t(v[3])), pos: on_mm.then(|| t(v[4])), neg: on_mm.then(|| t(v[5])) }, grads)
+        } else {
+            let loss = im_step_loss(&model, &self.diffusion, memory, batch, cfg);
+            let grads = GradientsParams::from_grads(loss.total.backward(), &model);
+            (loss, grads)
+        };
         let model = match &mut self.update {
             Update::Flat(f) => f.step(model, grads),
             Update::PerTensor { optimizer, ema } => {

@@ -113,7 +113,7 @@ pub fn im_step_loss(
 }
 
 /// z2: one `ddim_reverse_sample` step with the clean latent fed as x_t, clipped, no gradient.
-fn reverse_ddim_step(model: &DiT, diffusion: &GaussianDiffusion, batch: &StepBatch, y: &Tensor<1, Int>, device: &Device) -> Tensor<4> {
+pub(crate) fn reverse_ddim_step(model: &DiT, diffusion: &GaussianDiffusion, batch: &StepBatch, y: &Tensor<1, Int>, device: &Device) -> Tensor<4> {
     let plain = model.valid();
     let x0 = batch.x0.clone().inner(); // idempotent on a plain device
     let pd = x0.device();

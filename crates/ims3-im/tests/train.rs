@@ -326,15 +326,22 @@ fn bf16_mixed_precision_step_tracks_the_f32_step() {
     }
     let start = TrainState::new(base(&device), &cfg).checkpoint();
     let (ck_full, ck_half, ck_other) = (full.checkpoint(), half.checkpoint(), other.checkpoint());
-    assert!(ck_half.params.keys().eq(ck_full.params.keys()));
-    let delta = |ck: &Checkpoint| -> Vec<f64> { ck.params.iter().flat_map(|(k, v)| v.iter().zip(&start.params[k]).map(|(a, b)| (*a - *b) as f64)).collect() };
-    let (d_full, d_half, d_other) = (delta(&ck_full), delta(&ck_half), delta(&ck_other));
-    let dist = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt();
-    let norm = d_full.iter().map(|x| x * x).sum::<f64>().sqrt();
-    let (err, spread) = (dist(&d_half, &d_full) / norm, dist(&d_other, &d_full) / norm);
+    let (err, spread) = update_gaps(&start, &ck_full, &ck_half, &ck_other);
     eprintln!("bf16 update: {err:.3} of the f32 update's norm (other batches: {spread:.3}); losses {half_losses:?} vs {full_losses:?}");
     assert!(err < 0.25, "bf16 update differs by {err} of the f32 update's norm");
     assert!(spread > 2.0 * err, "other batches differ by only {spread}");
+}
+
+/// The parameter changes from `start` compared: (|d_candidate - d_reference|, |d_other -
+/// d_reference|), each over |d_reference| (which must not be zero).
+fn update_gaps(start: &Checkpoint, reference: &Checkpoint, candidate: &Checkpoint, other: &Checkpoint) -> (f64, f64) {
+    assert!(candidate.params.keys().eq(reference.params.keys()), "same trained parameters");
+    let delta = |ck: &Checkpoint| -> Vec<f64> { ck.params.iter().flat_map(|(k, v)| v.iter().zip(&start.params[k]).map(|(a, b)| (*a - *b) as f64)).collect() };
+    let (dr, dc, dother) = (delta(reference), delta(candidate), delta(other));
+    let dist = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(p, q)| (p - q).powi(2)).sum::<f64>().sqrt();
+    let norm = dr.iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!(norm > 0.0, "the reference run moved no parameter");
+    (dist(&dc, &dr) / norm, dist(&dother, &dr) / norm)
 }
 
 /// The tests of this file run one at a time. burn 0.22.1's autodiff can drop a gradient when
@@ -346,4 +353,132 @@ fn bf16_mixed_precision_step_tracks_the_f32_step() {
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Step `k`'s batch of 8 random 1x8x8 images over 4 classes, each class 2 or 3 times (so
+/// shards split classes), some label drops.
+fn mixed_batch(device: &Device, k: usize) -> StepBatch {
+    let normal = || {
+        (
+            Tensor::<4>::random([8, 1, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), device),
+            Tensor::<4>::random([8, 1, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), device),
+        )
+    };
+    let (x0, noise) = seeded(device, 300 + k as u64, normal);
+    StepBatch {
+        x0,
+        labels: (0..8).map(|i| ((i * 3 + k) % 4) as i64).collect(),
+        t: (0..8).map(|i| (i * 211 + k * 37) % 1000).collect(),
+        noise,
+        drop_main: (0..8).map(|i| (i + k) % 5 == 0).collect(),
+        drop_reverse: (0..8).map(|i| (i + 2 * k) % 5 == 0).collect(),
+    }
+}
+
+/// Every gradient of `grads` for the parameters of `model` that require one, in visit order.
+fn grad_values(model: &DiT, grads: &burn::optim::GradientsParams) -> Vec<f32> {
+    use burn::module::{Module, ModuleVisitor, Param};
+    struct V<'a>(&'a burn::optim::GradientsParams, Vec<f32>);
+    impl ModuleVisitor for V<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            if let Some(g) = self.0.get::<D>(p.id) {
+                self.1.extend(g.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32"));
+            }
+        }
+    }
+    let mut v = V(grads, Vec::new());
+    model.visit(&mut v);
+    v.1
+}
+
+/// Data parallelism's arithmetic (`ims3_im::shard`): the step split into 2, 3 and 8 shards, each
+/// with its own forward and backward and only the exchanged numbers from the others, gives the
+/// unsharded step's loss terms and, summed, its gradients, with the Minimax memories filled
+/// (so the representativeness/diversity extremes are decided across shards) and left equal.
+/// Tolerances: the shards' matmuls run on fewer rows (different blocking, f32 rounding about
+/// 1e-7 relative per operation over a few hundred operations), so 1e-5 of each quantity's
+/// scale (measured: 7e-8 for the gradients). Summing the shards' own steps without the
+/// exchange is off by 5e-4 of the gradient scale: small, because the coupled terms are weighted
+/// 0.002-0.008 against the diffusion loss, but 50 times the tolerance (the test can fail).
+#[test]
+fn sharded_step_matches_the_whole_batch() {
+    let _serial = serial();
+    use ims3_im::{TrainState, accumulated_step_grads, shard_batch, shard_ranges};
+    let device = Device::flex().autodiff();
+    let cfg = quick(3);
+    let state = TrainState::new(base(&device), &cfg);
+    let (model, diffusion, loss_cfg) = (state.model(), state.diffusion(), &cfg.loss);
+    let mut memory = ims3_im::MinimaxMemory::new(loss_cfg.memory_size);
+    for k in 0..3 {
+        let _ = im_step_loss(model, diffusion, Some(&mut memory), &mixed_batch(&device, k), loss_cfg);
+    }
+    let batch = mixed_batch(&device, 3);
+    let mut mem_full = memory.clone();
+    let full = im_step_loss(model, diffusion, Some(&mut mem_full), &batch, loss_cfg);
+    let full_values: Vec<f64> = full.values().iter().map(|(_, v)| *v).collect();
+    let g_full = grad_values(model, &burn::optim::GradientsParams::from_grads(full.total.backward(), model));
+    let scale = g_full.iter().fold(0f32, |m, g| m.max(g.abs()));
+    assert!(scale > 0.0 && full_values.len() == 6, "the whole-batch step has gradients and all terms");
+    let max_err = |a: &[f32]| a.iter().zip(&g_full).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
+    let rows = |m: &ims3_im::MinimaxMemory| m.snapshot().into_values().flat_map(|(r, p)| r.into_iter().chain(p)).flatten().collect::<Vec<f32>>();
+    for shards in [2, 3, 8] {
+        let mut mem = memory.clone();
+        let (grads, values) = accumulated_step_grads(model, diffusion, Some(&mut mem), &batch, loss_cfg, shards);
+        for (name, (a, b)) in ["loss", "mse", "vb", "im", "pos", "neg"].iter().zip(values.iter().zip(&full_values)) {
+            assert!((a - b).abs() <= 1e-5 * b.abs().max(1e-3), "{shards} shards: {name} {a} vs {b}");
+        }
+        let err = max_err(&grad_values(model, &grads));
+        eprintln!("{shards} shards: largest gradient difference {err:.2e} of the largest gradient");
+        assert!(err < 1e-5, "{shards} shards: gradients differ by {err} of their scale");
+        let (a, b) = (rows(&mem), rows(&mem_full));
+        assert_eq!(a.len(), b.len(), "{shards} shards: memory sizes");
+        assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs())), "{shards} shards: memories differ");
+    }
+    // Without the exchange: each shard's own step (its own IM pairs and Minimax extremes),
+    // weighted by its size.
+    let mut naive: Option<Vec<f32>> = None;
+    for r in shard_ranges(8, 2) {
+        let mut mem = memory.clone();
+        let part = shard_batch(&batch, r.clone());
+        let loss = im_step_loss(model, diffusion, Some(&mut mem), &part, loss_cfg);
+        let g = grad_values(model, &burn::optim::GradientsParams::from_grads((loss.total * (r.len() as f64 / 8.0)).backward(), model));
+        naive = Some(match naive {
+            None => g,
+            Some(acc) => acc.iter().zip(&g).map(|(a, b)| a + b).collect(),
+        });
+    }
+    let naive_err = max_err(&naive.expect("two shards"));
+    eprintln!("2 shards without the exchange: {naive_err:.2e}");
+    assert!(naive_err > 1e-4, "summing independent shard steps should not match ({naive_err})");
+}
+
+/// `micro_batches = 4` (the trainer's gradient accumulation over shards) trains like the single
+/// pass: after 3 steps on batches of 8, the parameter change within 1e-3 of the single pass's
+/// change in norm (AdamW divides by each gradient's running RMS, so an entry whose gradient is
+/// near zero, i.e. mostly rounding, can move by a fraction of lr either way: the largest single
+/// entry differs by ~2e-3 of the largest update, the norm by far less), the logged losses within
+/// 1e-5; a different micro-batch count is a different resume key.
+#[test]
+fn micro_batches_train_like_one_pass() {
+    let _serial = serial();
+    use ims3_im::TrainState;
+    let device = Device::flex().autodiff();
+    let cfg = quick(4);
+    let split = TrainConfig { micro_batches: 4, ..cfg.clone() };
+    assert_ne!(cfg.resume_key(), split.resume_key());
+    assert!(TrainConfig { micro_batches: 9, ..cfg.clone() }.validate().is_err(), "more micro-batches than samples");
+    let run = |cfg: &TrainConfig, offset: usize| {
+        let mut s = TrainState::new(base(&device), cfg);
+        let losses: Vec<f64> = (0..3).map(|k| s.step(&mixed_batch(&device, k + offset)).total.into_scalar::<f64>()).collect();
+        (s.checkpoint(), losses)
+    };
+    let start = TrainState::new(base(&device), &cfg).checkpoint();
+    let ((a, la), (b, lb), (other, _)) = (run(&cfg, 0), run(&split, 0), run(&cfg, 10));
+    for (x, y) in la.iter().zip(&lb) {
+        assert!((x - y).abs() <= 1e-5 * y.abs(), "losses {la:?} vs {lb:?}");
+    }
+    let (err, spread) = update_gaps(&start, &a, &b, &other);
+    eprintln!("micro-batches: update differs by {err:.2e} of its norm (other batches: {spread:.2e})");
+    assert!(err < 1e-3, "micro-batched update differs by {err} of the update's norm");
+    assert!(spread > 100.0 * err, "other batches differ by only {spread}");
 }

@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(long)]
     pub out: PathBuf,
     /// Training recipe file (TOML; keys of TrainConfig: batch_size, epochs, max_steps, ema_decay, flip,
-    /// seed, checkpoint_every, keep_last, log_every, dtype, [optimizer] lr/beta1/beta2/eps/weight_decay,
+    /// seed, checkpoint_every, keep_last, log_every, dtype, micro_batches, [optimizer] lr/beta1/beta2/eps/weight_decay,
     /// [loss] im/im_lambda/minimax/lambda_pos/lambda_neg/memory_size/label_dropout). Flags below
     /// override it; anything unset keeps the reference default.
     #[arg(long)]
@@ -67,6 +67,10 @@ pub struct Args {
     /// precision); default f32 (the reference's). Overrides the recipe's `dtype`.
     #[arg(long)]
     pub dtype: Option<ims3_dit::Precision>,
+    /// Split each batch into N shards with their own forward and backward, gradients summed: the
+    /// same global batch and loss (up to f32 rounding) in less memory. Overrides `micro_batches`.
+    #[arg(long)]
+    pub micro_batches: Option<usize>,
     /// Switch off the IM term (gives the Minimax ablation).
     #[arg(long)]
     pub no_im: bool,
@@ -123,6 +127,9 @@ fn train_config(a: &Args) -> Result<TrainConfig> {
     }
     if let Some(d) = a.dtype {
         cfg.dtype = d;
+    }
+    if let Some(n) = a.micro_batches {
+        cfg.micro_batches = n;
     }
     if a.no_im {
         cfg.loss.im = false;
