@@ -31,9 +31,10 @@ impl ConvNetConfig {
         Self { num_classes, depth, width: 128, channels, im_size, norm: Norm::Instance }
     }
 
-    /// Spatial size after the convolutions and pools.
+    /// Spatial size after the convolutions and pools (28 px counts as 32 only where the first
+    /// convolution pads it so: one input channel, as `init`).
     pub fn feature_side(&self) -> usize {
-        let side = if self.im_size == 28 { 32 } else { self.im_size };
+        let side = if self.channels == 1 && self.im_size == 28 { 32 } else { self.im_size };
         side >> self.depth
     }
 
@@ -102,6 +103,10 @@ mod tests {
         let x = Tensor::<4>::random([2, 1, 28, 28], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
         assert_eq!(net.features(x.clone()).dims(), [2, 128 * 16]);
         assert_eq!(net.forward(x).dims(), [2, 10]);
+        // 28 px with three channels is not padded (the first convolution pads by 1): 28 -> 3.
+        let rgb28 = ConvNetConfig::new(10, 3, 3, 28);
+        assert_eq!(rgb28.feature_side(), 3);
+        assert_eq!(rgb28.init(&device).unwrap().forward(Tensor::<4>::zeros([1, 3, 28, 28], &device)).dims(), [1, 10]);
         let rgb = ConvNetConfig::new(7, 4, 3, 64).init(&device).unwrap();
         assert_eq!(rgb.forward(Tensor::<4>::zeros([1, 3, 64, 64], &device)).dims(), [1, 7]);
         assert!(ConvNetConfig::new(10, 7, 3, 32).init(&device).is_err());
