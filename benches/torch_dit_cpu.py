@@ -1,21 +1,13 @@
-#!/usr/bin/env python3
-"""DiT forward on PyTorch's CPU backend: the PyTorch side of `cargo xtask bench-cpu`.
+"""The DiT of `ims3-dit` written out in PyTorch, for the benchmarks' PyTorch sides
+(`benches/torch_cpu.py` on the CPU, `benches/torch_gpu.py` on a GPU).
 
 The network is the DiT of Peebles & Xie (adaLN-Zero blocks, learned sigma, fixed 2-D sin-cos
 position embedding) with the Difffit scales IMS3 fine-tunes (qkv, attention projection, both residual branches),
 the same shapes and operations as `ims3-dit`: timm-style attention through
 `F.scaled_dot_product_attention`, tanh-approximated GELU, LayerNorm eps 1e-6 without affine.
-Weights are random (N(0, 0.02)); only the time is measured. Prints one JSON object.
-
-Usage: python benches/torch_dit_cpu.py --hidden 384 --depth 4 --heads 6 --patch 2 \
-           --input-size 16 --batch 4 --threads 1 --iters 20 --warmup 3
 """
 
-import argparse
-import json
 import math
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
@@ -113,62 +105,3 @@ class DiT(nn.Module):
         p, g = self.patch, hh // self.patch
         x = x.reshape(n, g, g, p, p, self.out_ch).permute(0, 5, 1, 3, 2, 4)
         return x.reshape(n, self.out_ch, hh, ww)
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--hidden", type=int, default=384)
-    ap.add_argument("--depth", type=int, default=4)
-    ap.add_argument("--heads", type=int, default=6)
-    ap.add_argument("--patch", type=int, default=2)
-    ap.add_argument("--input-size", type=int, default=16)
-    ap.add_argument("--in-channels", type=int, default=4)
-    ap.add_argument("--classes", type=int, default=10)
-    ap.add_argument("--gamma-blocks", type=int, default=14, help="blocks carrying Difffit scales (IMS3: 14)")
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--iters", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
-    a = ap.parse_args()
-
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
-    model = DiT(a.input_size, a.patch, a.in_channels, a.hidden, a.depth, a.heads, 4.0, a.classes, a.gamma_blocks)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name != "pos":
-                p.add_(torch.randn_like(p) * 0.02)
-    model.eval()
-    x = torch.randn(a.batch, a.in_channels, a.input_size, a.input_size)
-    t = torch.tensor([float((i * 997) % 1000) for i in range(a.batch)])
-    y = torch.tensor([(i * 37) % a.classes for i in range(a.batch)])
-
-    times = []
-    first = None
-    with torch.inference_mode():
-        for i in range(max(a.warmup, 1) + max(a.iters, 1)):
-            s = time.perf_counter()
-            out = model(x, t, y)
-            dt = time.perf_counter() - s
-            if i == 0:
-                first = dt
-            if i >= max(a.warmup, 1):
-                times.append(dt)
-    assert out.shape == (a.batch, 2 * a.in_channels, a.input_size, a.input_size), out.shape
-    med = statistics.median(times)
-    print(json.dumps({
-        "framework": f"torch {torch.__version__} (CPU)",
-        "threads": torch.get_num_threads(),
-        "batch": a.batch,
-        "first_call_s": first,
-        "iters": len(times),
-        "median_s": med,
-        "mean_s": statistics.fmean(times),
-        "min_s": min(times),
-        "img_per_s": a.batch / med,
-        "params": sum(p.numel() for p in model.parameters()),
-    }))
-
-
-if __name__ == "__main__":
-    main()

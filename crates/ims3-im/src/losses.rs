@@ -38,11 +38,20 @@ pub fn pairwise_cosine(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
 }
 
 /// `F.normalize(x.flatten(1), dim=1)`: rows scaled to unit norm, norms floored at 1e-12.
-fn normalize_rows(x: Tensor<4>) -> Tensor<2> {
+pub(crate) fn normalize_rows(x: Tensor<4>) -> Tensor<2> {
     let n = x.dims()[0];
     let x = x.reshape([n as i64, -1]);
     let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
     x / norm
+}
+
+/// The samples of each class of `classes`, in batch order (classes in label order).
+pub(crate) fn class_indices(classes: &[i64]) -> BTreeMap<i64, Vec<i64>> {
+    let mut m: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for (i, &c) in classes.iter().enumerate() {
+        m.entry(c).or_default().push(i as i64);
+    }
+    m
 }
 
 /// The IM term as the reference adds it: `1 - lambda * mean cos(z1_i, z2_j)` over all pairs.
@@ -109,12 +118,11 @@ impl MinimaxMemory {
         let b = pred.dims()[0];
         assert_eq!(classes.len(), b, "one class per sample");
         let flat_pred = pred.clone().reshape([b as i64, -1]); // [B, D]
-        let set: BTreeSet<i64> = classes.iter().copied().collect();
-        let k = set.len() as f64;
+        let per_class = class_indices(classes);
+        let k = per_class.len() as f64;
         let mut pos = Tensor::<1>::zeros([1], &device);
         let mut neg = Tensor::<1>::zeros([1], &device);
-        for &c in &set {
-            let idx: Vec<i64> = (0..b).filter(|&i| classes[i] == c).map(|i| i as i64).collect();
+        for (c, idx) in per_class {
             let mine = flat_pred.clone().select(0, Tensor::<1, Int>::from_ints(idx.as_slice(), &device)); // [n, D]
             if let Some((real_mem, pseudo_mem)) = self.rows(c) {
                 let rep = pairwise_cosine(mine.clone(), real_mem).min().neg() + 1.0;
@@ -123,7 +131,7 @@ impl MinimaxMemory {
                 neg = neg + div.reshape([1]) * (lambda_neg / k);
             }
         }
-        self.push_batch(x0, pred.detach(), classes);
+        self.push_batch(x0, pred, classes);
         (pos, neg)
     }
 
@@ -134,9 +142,7 @@ impl MinimaxMemory {
         let b = pred.dims()[0];
         let flat_pred = pred.detach().reshape([b as i64, -1]);
         let flat_real = x0.detach().reshape([b as i64, -1]);
-        let set: BTreeSet<i64> = classes.iter().copied().collect();
-        for &c in &set {
-            let idx: Vec<i64> = (0..b).filter(|&i| classes[i] == c).map(|i| i as i64).collect();
+        for (c, idx) in class_indices(classes) {
             let rows = Tensor::<1, Int>::from_ints(idx.as_slice(), &device);
             for (memory, new) in [(&mut self.real, flat_real.clone().select(0, rows.clone())), (&mut self.pseudo, flat_pred.clone().select(0, rows))] {
                 let q = memory.entry(c).or_default();

@@ -32,8 +32,9 @@ use ims3_diffusion::GaussianDiffusion;
 use ims3_dit::DiT;
 
 use crate::config::LossConfig;
-use crate::losses::{MinimaxMemory, pairwise_cosine};
-use crate::step::{StepBatch, reverse_ddim_step};
+use crate::losses::{MinimaxMemory, class_indices, normalize_rows, pairwise_cosine};
+use crate::state::host;
+use crate::step::{StepBatch, StepLoss, noised_forward, reverse_ddim_step};
 
 /// Contiguous, near-equal shards of `0..b` (the first `b % n` one longer), empty ones dropped.
 pub fn shard_ranges(b: usize, n: usize) -> Vec<std::ops::Range<usize>> {
@@ -107,27 +108,6 @@ pub struct ShardSummary {
     pub extremes: BTreeMap<i64, (f32, f32)>,
 }
 
-/// Rows scaled to unit norm (norms floored at 1e-12, as `F.normalize`): [N, ...] -> [N, D].
-fn unit_rows<const R: usize>(x: Tensor<R>) -> Tensor<2> {
-    let n = x.dims()[0];
-    let x = x.reshape([n as i64, -1]);
-    let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
-    x / norm
-}
-
-fn host(t: Tensor<1>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 values")
-}
-
-/// Per class of `labels`: the rows of `flat` [n, D] of that class.
-fn class_rows(labels: &[i64]) -> BTreeMap<i64, Vec<i64>> {
-    let mut m: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-    for (i, &c) in labels.iter().enumerate() {
-        m.entry(c).or_default().push(i as i64);
-    }
-    m
-}
-
 /// The local extreme cosines of a shard's predictions against the memories, per class whose
 /// prediction memory is not empty: [1] tensors (with gradient when `pred` has one).
 fn local_extremes(memory: &MinimaxMemory, pred: Tensor<4>, labels: &[i64]) -> BTreeMap<i64, (Tensor<1>, Tensor<1>)> {
@@ -135,7 +115,7 @@ fn local_extremes(memory: &MinimaxMemory, pred: Tensor<4>, labels: &[i64]) -> BT
     let n = pred.dims()[0];
     let flat = pred.reshape([n as i64, -1]);
     let mut out = BTreeMap::new();
-    for (c, idx) in class_rows(labels) {
+    for (c, idx) in class_indices(labels) {
         let Some((real, pseudo)) = memory.rows(c) else { continue };
         // The memories live on the training (autodiff) device; a no-grad pass reads plain copies.
         let (real, pseudo) = if device.is_autodiff() { (real, pseudo) } else { (real.inner(), pseudo.inner()) };
@@ -150,21 +130,11 @@ fn local_extremes(memory: &MinimaxMemory, pred: Tensor<4>, labels: &[i64]) -> BT
 /// A shard's part of the exchange, without gradients (`model` may live on an autodiff device:
 /// its validation snapshot is used).
 pub fn summarize_shard(model: &DiT, diffusion: &GaussianDiffusion, memory: Option<&MinimaxMemory>, shard: &StepBatch, cfg: &LossConfig) -> ShardSummary {
-    let plain = model.valid();
-    let x0 = shard.x0.clone().inner();
-    let device = x0.device();
-    let z2_unit_sum = cfg.im.then(|| {
-        let y = Tensor::<1, Int>::from_ints(shard.labels.as_slice(), &shard.x0.device());
-        let z2 = reverse_ddim_step(model, diffusion, shard, &y, &shard.x0.device()).inner();
-        host(unit_rows(z2).sum_dim(0).reshape([-1]))
-    });
+    let z2_unit_sum = cfg.im.then(|| host(&normalize_rows(reverse_ddim_step(model, diffusion, shard)).sum_dim(0).reshape([-1])));
     let extremes = match memory.filter(|_| cfg.minimax) {
         Some(memory) => {
-            let noise = shard.noise.clone().inner();
-            let xt = diffusion.q_sample(x0, &shard.t, noise);
-            let y = Tensor::<1, Int>::from_ints(shard.labels.as_slice(), &device);
-            let drop = Tensor::<1, Bool>::from_bool(TensorData::from(shard.drop_main.as_slice()), &device);
-            let out = plain.forward_with_label_drop(xt.clone(), diffusion.model_timesteps(&shard.t, &device), y, drop);
+            let (x0, noise) = (shard.x0.clone().inner(), shard.noise.clone().inner());
+            let (xt, out) = noised_forward(&model.valid(), diffusion, x0, noise, shard);
             let pred = diffusion.p_mean_variance_from_output(out, xt, &shard.t, false).pred_xstart;
             local_extremes(memory, pred, &shard.labels)
                 .into_iter()
@@ -176,81 +146,84 @@ pub fn summarize_shard(model: &DiT, diffusion: &GaussianDiffusion, memory: Optio
     ShardSummary { samples: shard.labels.len(), z2_unit_sum, extremes }
 }
 
-/// One shard's loss, given the exchange: its terms sum over the shards to the unsharded step's
-/// (`total`, the [1] tensor to run backward on) plus its predictions (detached) for the memory
-/// update and its loss values (mse, vb, im, pos, neg; constants counted by shard 0).
+/// One shard's loss, given the exchange: `total` (the [1] tensor to run backward on) and its
+/// detached terms sum over the shards to the unsharded step's (the IM term's constant 1 is
+/// counted by shard 0; a Minimax term by the shard holding the class's extreme), plus its
+/// predictions (detached) for the memory update.
 pub struct ShardLoss {
     pub total: Tensor<1>,
+    pub terms: StepLoss,
     pub pred: Tensor<4>,
-    pub values: [f64; 5],
 }
 
 pub fn shard_loss(model: &DiT, diffusion: &GaussianDiffusion, memory: Option<&MinimaxMemory>, shard: &StepBatch, index: usize, ex: &Exchange, cfg: &LossConfig) -> ShardLoss {
     let device = shard.x0.device();
     let b = ex.batch as f64;
-    let y = Tensor::<1, Int>::from_ints(shard.labels.as_slice(), &device);
-    let drop = Tensor::<1, Bool>::from_bool(TensorData::from(shard.drop_main.as_slice()), &device);
-    let xt = diffusion.q_sample(shard.x0.clone(), &shard.t, shard.noise.clone());
-    let out = model.forward_with_label_drop(xt.clone(), diffusion.model_timesteps(&shard.t, &device), y, drop);
+    let (xt, out) = noised_forward(model, diffusion, shard.x0.clone(), shard.noise.clone(), shard);
     let terms = diffusion.training_losses_from_output(out.clone(), shard.x0.clone(), xt.clone(), &shard.t, shard.noise.clone());
-    let mse = terms.mse.sum() / b;
-    let vb = terms.vb.sum() / b;
     let mut total = terms.loss.sum() / b;
-    let mut values = [mse.into_scalar::<f64>(), vb.into_scalar::<f64>(), 0.0, 0.0, 0.0];
+    let zero = || Tensor::<1>::zeros([1], &device);
+    let (mse, vb) = (terms.mse.sum().reshape([1]) / b, terms.vb.sum().reshape([1]) / b);
     let pmv = (cfg.im || cfg.minimax).then(|| diffusion.p_mean_variance_from_output(out, xt, &shard.t, false));
-    if cfg.im {
+    let im = cfg.im.then(|| {
         let m2 = ex.z2_unit_sum.as_ref().expect("the IM term needs the exchanged z2 sum");
         let m2 = Tensor::<1>::from_floats(m2.as_slice(), &device).div_scalar(b).reshape([-1, 1]); // [D, 1]
-        let u1 = unit_rows(pmv.as_ref().expect("computed").mean.clone()); // [n, D]
+        let u1 = normalize_rows(pmv.as_ref().expect("computed").mean.clone()); // [n, D]
         let term = u1.matmul(m2).sum().reshape([1]).mul_scalar(-cfg.im_lambda / b);
-        let constant = if index == 0 { 1.0 } else { 0.0 };
-        values[2] = term.clone().into_scalar::<f64>() + constant;
-        total = total + term;
-    }
+        total = total.clone() + term.clone();
+        term.detach().add_scalar(if index == 0 { 1.0 } else { 0.0 })
+    });
     let pred = pmv.map(|p| p.pred_xstart);
+    let (mut pos, mut neg) = (zero(), zero());
     if let (true, Some(memory), Some(pred)) = (cfg.minimax, memory, &pred) {
         let k = ex.classes as f64;
         for (c, (lo, hi)) in local_extremes(memory, pred.clone(), &shard.labels) {
             let Some(&((_, lo_at), (_, hi_at))) = ex.extremes.get(&c) else { continue };
             if lo_at == index {
-                let pos = lo.neg().add_scalar(1.0).mul_scalar(cfg.lambda_pos / k);
-                values[3] += pos.clone().into_scalar::<f64>();
-                total = total + pos;
+                let term = lo.neg().add_scalar(1.0).mul_scalar(cfg.lambda_pos / k);
+                pos = pos + term.clone().detach();
+                total = total + term;
             }
             if hi_at == index {
-                let neg = hi.mul_scalar(cfg.lambda_neg / k);
-                values[4] += neg.clone().into_scalar::<f64>();
-                total = total + neg;
+                let term = hi.mul_scalar(cfg.lambda_neg / k);
+                neg = neg + term.clone().detach();
+                total = total + term;
             }
         }
     }
+    let (pos, neg) = (cfg.minimax.then_some(pos), cfg.minimax.then_some(neg));
+    let (mse, vb) = (mse.detach(), vb.detach());
+    let sum = [im.clone(), pos.clone(), neg.clone()].into_iter().flatten().fold(mse.clone() + vb.clone(), |t, x| t + x);
+    let terms = StepLoss { total: sum, mse, vb, im, pos, neg };
     let pred = pred.map(|p| p.detach()).unwrap_or_else(|| shard.x0.clone().detach());
-    ShardLoss { total, pred, values }
+    ShardLoss { total, terms, pred }
 }
 
-/// The whole step on one device, `shards` shards in turn: (summed gradients, loss values
-/// [total, mse, vb, im, pos, neg]). Updates `memory` with the whole batch afterwards.
-pub fn accumulated_step_grads(model: &DiT, diffusion: &GaussianDiffusion, mut memory: Option<&mut MinimaxMemory>, batch: &StepBatch, cfg: &LossConfig, shards: usize) -> (GradientsParams, [f64; 6]) {
-    let ranges = shard_ranges(batch.labels.len(), shards);
-    let parts: Vec<StepBatch> = ranges.iter().map(|r| shard_batch(batch, r.clone())).collect();
+/// The whole step on one device, `shards` shards in turn: the summed gradients and the step's
+/// loss terms (as the unsharded step reports them; `total` carries no graph). Updates `memory`
+/// with the whole batch afterwards.
+pub fn accumulated_step_grads(model: &DiT, diffusion: &GaussianDiffusion, mut memory: Option<&mut MinimaxMemory>, batch: &StepBatch, cfg: &LossConfig, shards: usize) -> (GradientsParams, StepLoss) {
+    let parts: Vec<StepBatch> = shard_ranges(batch.labels.len(), shards).into_iter().map(|r| shard_batch(batch, r)).collect();
     let mut ex = Exchange { classes: batch.labels.iter().collect::<BTreeSet<_>>().len(), ..Exchange::default() };
     for (i, p) in parts.iter().enumerate() {
         ex.merge(i, summarize_shard(model, diffusion, memory.as_deref(), p, cfg));
     }
     let mut acc = GradientsAccumulator::<DiT>::new();
-    let mut values = [0.0; 6];
+    let mut sum: Option<StepLoss> = None;
     let mut preds = Vec::with_capacity(parts.len());
     for (i, p) in parts.iter().enumerate() {
         let loss = shard_loss(model, diffusion, memory.as_deref(), p, i, &ex, cfg);
         acc.accumulate(model, GradientsParams::from_grads(loss.total.backward(), model));
-        for (v, x) in values[1..].iter_mut().zip(loss.values) {
-            *v += x;
-        }
+        let add = |a: Option<Tensor<1>>, b: Option<Tensor<1>>| a.zip(b).map(|(a, b)| a + b);
+        sum = Some(match sum {
+            None => loss.terms,
+            Some(s) => StepLoss { total: s.total + loss.terms.total, mse: s.mse + loss.terms.mse, vb: s.vb + loss.terms.vb, im: add(s.im, loss.terms.im), pos: add(s.pos, loss.terms.pos), neg: add(s.neg, loss.terms.neg) },
+        });
         preds.push(loss.pred);
     }
-    values[0] = values[1..].iter().sum();
+    let loss = sum.expect("at least one shard");
     if let (true, Some(memory)) = (cfg.minimax, memory.as_deref_mut()) {
-        memory.push_batch(batch.x0.clone().detach(), Tensor::cat(preds, 0), &batch.labels);
+        memory.push_batch(batch.x0.clone(), Tensor::cat(preds, 0), &batch.labels);
     }
-    (acc.grads(), values)
+    (acc.grads(), loss)
 }

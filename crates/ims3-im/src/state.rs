@@ -25,7 +25,7 @@ use crate::optim::{Moments, PathAdamW};
 use crate::shard::accumulated_step_grads;
 use crate::step::{StepBatch, StepLoss, im_step_loss};
 
-fn host(t: &Tensor<1>) -> Vec<f32> {
+pub(crate) fn host(t: &Tensor<1>) -> Vec<f32> {
     t.clone().into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 values")
 }
 
@@ -161,16 +161,11 @@ impl TrainState {
         let model = self.model.take().expect("a TrainState always holds its model");
         let cfg = &self.config.loss;
         let memory = cfg.minimax.then_some(&mut self.memory);
-        let (loss, grads) = if self.config.micro_batches > 1 {
-            let (grads, v) = accumulated_step_grads(&model, &self.diffusion, memory, batch, cfg, self.config.micro_batches);
-            let device = batch.x0.device();
-            let t = |x: f64| Tensor::<1>::from_floats([x as f32], &device);
-            let (on_im, on_mm) = (cfg.im, cfg.minimax);
-            (StepLoss { total: t(v[0]), mse: t(v[1]), vb: t(v[2]), im: on_im.then(|| t(v[3])), pos: on_mm.then(|| t(v[4])), neg: on_mm.then(|| t(v[5])) }, grads)
+        let (grads, loss) = if self.config.micro_batches > 1 {
+            accumulated_step_grads(&model, &self.diffusion, memory, batch, cfg, self.config.micro_batches)
         } else {
             let loss = im_step_loss(&model, &self.diffusion, memory, batch, cfg);
-            let grads = GradientsParams::from_grads(loss.total.backward(), &model);
-            (loss, grads)
+            (GradientsParams::from_grads(loss.total.backward(), &model), loss)
         };
         let model = match &mut self.update {
             Update::Flat(f) => f.step(model, grads),

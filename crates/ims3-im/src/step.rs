@@ -69,6 +69,17 @@ fn int_tensor(v: &[i64], device: &Device) -> Tensor<1, Int> {
     Tensor::<1, Int>::from_ints(v, device)
 }
 
+/// `x_t = q_sample(x0, t, noise)` and the DiT's output on it with the batch's labels and main
+/// label dropout: ([B, C, H, W], [B, 2C, H, W]) on `x0`'s device (`x0`, `noise` may be the
+/// batch's tensors or their plain copies, with `model` matching).
+pub(crate) fn noised_forward(model: &DiT, diffusion: &GaussianDiffusion, x0: Tensor<4>, noise: Tensor<4>, batch: &StepBatch) -> (Tensor<4>, Tensor<4>) {
+    let device = x0.device();
+    let xt = diffusion.q_sample(x0, &batch.t, noise);
+    let y = int_tensor(&batch.labels, &device);
+    let out = model.forward_with_label_drop(xt.clone(), diffusion.model_timesteps(&batch.t, &device), y, bool_tensor(&batch.drop_main, &device));
+    (xt, out)
+}
+
 /// The loss of one step. `model` lives on an autodiff device; `memory` is required when
 /// `cfg.minimax` is on and is updated after the terms are computed.
 pub fn im_step_loss(
@@ -80,9 +91,7 @@ pub fn im_step_loss(
 ) -> StepLoss {
     let device = batch.x0.device();
     let t = &batch.t;
-    let y = int_tensor(&batch.labels, &device);
-    let xt = diffusion.q_sample(batch.x0.clone(), t, batch.noise.clone()); // [B, C, H, W]
-    let out = model.forward_with_label_drop(xt.clone(), diffusion.model_timesteps(t, &device), y.clone(), bool_tensor(&batch.drop_main, &device)); // [B, 2C, H, W]
+    let (xt, out) = noised_forward(model, diffusion, batch.x0.clone(), batch.noise.clone(), batch);
     let terms = diffusion.training_losses_from_output(out.clone(), batch.x0.clone(), xt.clone(), t, batch.noise.clone());
     let mse = terms.mse.mean();
     let vb = terms.vb.mean();
@@ -92,7 +101,8 @@ pub fn im_step_loss(
 
     let im = if cfg.im {
         let z1 = pmv.as_ref().expect("computed").mean.clone(); // posterior mean, with gradient
-        let z2 = reverse_ddim_step(model, diffusion, batch, &y, &device);
+        let z2 = reverse_ddim_step(model, diffusion, batch);
+        let z2 = if device.is_autodiff() { Tensor::from_inner(z2) } else { z2 };
         let term = im_loss(z1, z2, cfg.im_lambda);
         total = total + term.clone();
         Some(term)
@@ -113,13 +123,13 @@ pub fn im_step_loss(
 }
 
 /// z2: one `ddim_reverse_sample` step with the clean latent fed as x_t, clipped, no gradient.
-pub(crate) fn reverse_ddim_step(model: &DiT, diffusion: &GaussianDiffusion, batch: &StepBatch, y: &Tensor<1, Int>, device: &Device) -> Tensor<4> {
+/// Returned on the plain (non-autodiff) device.
+pub(crate) fn reverse_ddim_step(model: &DiT, diffusion: &GaussianDiffusion, batch: &StepBatch) -> Tensor<4> {
     let plain = model.valid();
     let x0 = batch.x0.clone().inner(); // idempotent on a plain device
     let pd = x0.device();
-    let y = y.clone().inner();
+    let y = int_tensor(&batch.labels, &pd);
     let drop = bool_tensor(&batch.drop_reverse, &pd);
     let net = |x: Tensor<4>, tt: Tensor<1>| plain.forward_with_label_drop(x, tt, y.clone(), drop.clone());
-    let (z2, _) = diffusion.ddim_reverse_sample(&net, x0, &batch.t, true);
-    if device.is_autodiff() { Tensor::from_inner(z2) } else { z2 }
+    diffusion.ddim_reverse_sample(&net, x0, &batch.t, true).0
 }
