@@ -200,7 +200,7 @@ fn pixel_ablation_job_runs_end_to_end_and_resumes() {
 
     // A rerun skips every subprocess stage, and draws the same figures byte for byte.
     let stderr = ok(reproduce(&recipe));
-    for stage in ["finetune", "sample-dit", "sample-im", "select-s3", "select-ims3", "arms", "eval-ims3-seed1"] {
+    for stage in ["finetune", "sample-dit", "sample-im", "select-s3", "select-ims3", "arms-random-real", "arms-ims3", "eval-ims3-seed1"] {
         assert!(stderr.contains(&format!("{stage}: done before, skipped")), "{stage}: {stderr}");
     }
     for (name, bytes) in &figures {

@@ -14,7 +14,7 @@
 //! sample-im     the same from the IM fine-tuned DiT (same noise)
 //! select-s3     S3 over the pretrained DiT's candidates
 //! select-ims3   S3 over the IM candidates (= IMS3)
-//! arms          the five distilled sets as folders: random real, DiT (group 0), IM (group 0), S3, IMS3
+//! arms-<arm>    the five distilled sets as folders: random real, DiT (group 0), IM (group 0), S3, IMS3
 //! eval-<arm>-seed<s>  ConvNet-3 on each set, one stage per seed: validated every `eval_every`
 //!               epochs on the held-out validation split, tested once, after the last epoch, on
 //!               the 10k real test images
@@ -37,7 +37,7 @@ use serde::Serialize;
 use super::holdout::{self, DataDirs};
 use super::recipe::{AblationRecipe, Recipe};
 use super::report::{pm, read_eval, stage_table, write_results};
-use super::runner::{Invocation, Runner, StageKind, Timing, git_revision};
+use super::runner::{Invocation, Node, Runner, StageKind, Timing, git_revision};
 use super::stages::{Shared, TestSet, TrainingSet};
 use crate::args::to_args;
 
@@ -92,50 +92,20 @@ pub fn run(recipe: AblationRecipe, at: &Invocation) -> Result<()> {
         return Ok(());
     }
 
-    // IM fine-tuning.
+    // Everything between the data and the report as one graph: fine-tuning (the longest chain)
+    // runs beside the stages that do not need it (the pretrained DiT's candidates, S3 over them,
+    // and the random-real, DiT and S3 evaluations).
     let cfg_path = run_dir.join("train.toml");
     ims3_util::atomic_write(&cfg_path, Recipe::train_toml(&recipe.train, recipe.seed)?.as_bytes())?;
     let ft = run_dir.join("finetune");
     let shared = Shared { dataset: &recipe.dataset, ipc: recipe.ipc, seed: recipe.seed, sample: &recipe.sample, select: &recipe.select };
-    let args = shared.finetune(&recipe.assets.dit, TrainingSet::Idx(&dirs.finetune), &cfg_path, &ft);
-    runner.child("finetune", to_args("finetune", &args))?;
-    if runner.stop_after("finetune") {
-        return Ok(());
-    }
-
-    // Candidates from both models, same noise.
-    let cand_dit = run_dir.join("candidates-dit");
-    let cand_im = run_dir.join("candidates-im");
-    runner.sharded(vec![
-        ("sample-dit".into(), to_args("sample", &shared.sample(&recipe.assets.dit, None, &cand_dit))),
-        ("sample-im".into(), to_args("sample", &shared.sample(&recipe.assets.dit, Some(&ft), &cand_im))),
-    ])?;
-    if runner.stop_after("sample") {
-        return Ok(());
-    }
-
-    // S3 over each.
+    let (cand_dit, cand_im) = (run_dir.join("candidates-dit"), run_dir.join("candidates-im"));
     let select_args = |cands: &Path, out: &Path| {
         let mut a = shared.select(cands, &recipe.assets.encoder, spec.classes.iter().map(|c| c.wnid.clone()).collect(), out);
         a.real_idx = Some(dirs.fit.clone());
         a
     };
-    runner.sharded(vec![
-        ("select-s3".into(), to_args("select", &select_args(&cand_dit, &run_dir.join("s3")))),
-        ("select-ims3".into(), to_args("select", &select_args(&cand_im, &run_dir.join("ims3")))),
-    ])?;
-    if runner.stop_after("select") {
-        return Ok(());
-    }
-
-    // The five sets as image folders.
     let arms_dir = run_dir.join("arms");
-    runner.local("arms", || write_arms(&recipe, &spec, &dirs.fit, run_dir, &arms_dir))?;
-    if runner.stop_after("arms") {
-        return Ok(());
-    }
-
-    // Evaluations: one stage per (set, seed), so the workers stay busy to the end.
     let eval_args = |arm: &str, seed: u64| {
         let mut a = shared.eval(&arms_dir.join(arm), &recipe.eval.net, TestSet::Idx(&dirs.fit), &eval_dir(results, arm, seed));
         a.val = Some(dirs.validation.clone());
@@ -154,10 +124,33 @@ pub fn run(recipe: AblationRecipe, at: &Invocation) -> Result<()> {
             runner.clear_if_redone("eval", &eval_dir(results, arm, seed).join("seeds"))?;
         }
     }
-    let jobs: Vec<(String, Vec<String>)> =
-        ARMS.iter().flat_map(|(arm, _)| recipe.eval.seeds.iter().map(move |&seed| (format!("eval-{arm}-seed{seed}"), to_args("eval", &eval_args(arm, seed))))).collect();
-    runner.sharded(jobs)?;
-    if runner.stop_after("eval") {
+    let mut nodes = vec![
+        Node::child("finetune", to_args("finetune", &shared.finetune(&recipe.assets.dit, TrainingSet::Idx(&dirs.finetune), &cfg_path, &ft)), &[]),
+        Node::sharded("sample-dit", to_args("sample", &shared.sample(&recipe.assets.dit, None, &cand_dit)), &[]),
+        Node::sharded("sample-im", to_args("sample", &shared.sample(&recipe.assets.dit, Some(&ft), &cand_im)), &["finetune"]),
+        Node::sharded("select-s3", to_args("select", &select_args(&cand_dit, &run_dir.join("s3"))), &["sample-dit"]),
+        Node::sharded("select-ims3", to_args("select", &select_args(&cand_im, &run_dir.join("ims3"))), &["sample-im"]),
+    ];
+    // The five sets as image folders, each once its source exists.
+    for (arm, _) in ARMS {
+        let source: &[&str] = match arm {
+            "random-real" => &[],
+            "dit" => &["sample-dit"],
+            "im" => &["sample-im"],
+            "s3" => &["select-s3"],
+            _ => &["select-ims3"],
+        };
+        let (recipe, spec, fit, arms_dir) = (&recipe, &spec, &dirs.fit, &arms_dir);
+        nodes.push(Node::local(format!("arms-{arm}"), source, move || write_arm(recipe, spec, fit, run_dir, arms_dir, arm)));
+    }
+    // Evaluations: one stage per (set, seed), so the workers stay busy to the end.
+    for (arm, _) in ARMS {
+        for &seed in &recipe.eval.seeds {
+            nodes.push(Node::sharded(format!("eval-{arm}-seed{seed}"), to_args("eval", &eval_args(arm, seed)), &[&format!("arms-{arm}")]));
+        }
+    }
+    runner.graph(nodes)?;
+    if runner.only_one_kind() {
         return Ok(());
     }
 
@@ -201,44 +194,43 @@ fn to_unit(img: &Rgb) -> Rgb {
     img.clone().map(|v| ((v + 1.0) * 0.5).clamp(0.0, 1.0))
 }
 
-/// Writes `<arms>/<arm>/<class>/NNNN.png` for the five sets (temp folder + rename per arm).
-fn write_arms(recipe: &AblationRecipe, spec: &ims3_datasets::DatasetSpec, idx: &Path, run_dir: &Path, arms: &Path) -> Result<()> {
-    let train = ims3_images::idx::IdxSplit::read(idx, "train")?;
+/// Writes `<arms>/<arm>/<class>/NNNN.png` for one of the five sets (a temporary folder, then
+/// renamed).
+fn write_arm(recipe: &AblationRecipe, spec: &ims3_datasets::DatasetSpec, idx: &Path, run_dir: &Path, arms: &Path, arm: &str) -> Result<()> {
     let ipc = recipe.ipc;
-    for (arm, _) in ARMS {
-        let tmp = arms.join(format!(".{arm}.tmp"));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp)?;
-        }
-        for (k, class) in spec.classes.iter().enumerate() {
-            let dir = tmp.join(&class.wnid);
-            let images: Vec<Rgb> = match arm {
-                "random-real" => {
-                    let ids = train.of_class(class.imagenet as u8);
-                    ensure!(ids.len() >= ipc, "{}: class {} has {} training images, fewer than {ipc}", idx.display(), class.wnid, ids.len());
-                    ims3_datasets::seeded_choice(&ids, ipc, recipe.seed, k as u64).iter().map(|&i| train.rgb(i)).collect()
-                }
-                "dit" | "im" => {
-                    let c = ims3_s3::pipeline::read_candidates(&run_dir.join(format!("candidates-{arm}")), &class.wnid)?;
-                    c[..ipc].to_vec()
-                }
-                _ => {
-                    let src = run_dir.join(arm).join("final_distilled/train").join(&class.wnid);
-                    let files = ims3_images::list_images(&src)?;
-                    ensure!(files.len() == ipc, "{}: {} images, expected {ipc}", src.display(), files.len());
-                    files.iter().map(|f| ims3_images::read_rgb(f).map(|i| i.map(|v| v * 2.0 - 1.0))).collect::<Result<_, _>>()?
-                }
-            };
-            for (i, img) in images.iter().enumerate() {
-                ims3_images::write_png(&dir.join(format!("{i:04}.png")), &to_unit(img))?;
-            }
-        }
-        let dst = arms.join(arm);
-        if dst.exists() {
-            std::fs::remove_dir_all(&dst)?;
-        }
-        std::fs::rename(&tmp, &dst)?;
+    let train = if arm == "random-real" { Some(ims3_images::idx::IdxSplit::read(idx, "train")?) } else { None };
+    let tmp = arms.join(format!(".{arm}.tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
     }
+    for (k, class) in spec.classes.iter().enumerate() {
+        let dir = tmp.join(&class.wnid);
+        let images: Vec<Rgb> = match (arm, &train) {
+            ("random-real", Some(train)) => {
+                let ids = train.of_class(class.imagenet as u8);
+                ensure!(ids.len() >= ipc, "{}: class {} has {} training images, fewer than {ipc}", idx.display(), class.wnid, ids.len());
+                ims3_datasets::seeded_choice(&ids, ipc, recipe.seed, k as u64).iter().map(|&i| train.rgb(i)).collect()
+            }
+            ("dit" | "im", _) => {
+                let c = ims3_s3::pipeline::read_candidates(&run_dir.join(format!("candidates-{arm}")), &class.wnid)?;
+                c[..ipc].to_vec()
+            }
+            _ => {
+                let src = run_dir.join(arm).join("final_distilled/train").join(&class.wnid);
+                let files = ims3_images::list_images(&src)?;
+                ensure!(files.len() == ipc, "{}: {} images, expected {ipc}", src.display(), files.len());
+                files.iter().map(|f| ims3_images::read_rgb(f).map(|i| i.map(|v| v * 2.0 - 1.0))).collect::<Result<_, _>>()?
+            }
+        };
+        for (i, img) in images.iter().enumerate() {
+            ims3_images::write_png(&dir.join(format!("{i:04}.png")), &to_unit(img))?;
+        }
+    }
+    let dst = arms.join(arm);
+    if dst.exists() {
+        std::fs::remove_dir_all(&dst)?;
+    }
+    std::fs::rename(&tmp, &dst)?;
     Ok(())
 }
 

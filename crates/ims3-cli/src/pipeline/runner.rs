@@ -8,6 +8,9 @@
 //! - Independent stages run `workers` at a time, each a process of its own; the CPU backend's
 //!   threads (`RAYON_NUM_THREADS`) are shared out among them unless the user set them. Every
 //!   stage of a batch is tried; the first failure is reported after the others finished.
+//! - A dependency graph of stages ([`Runner::graph`]): a worker takes the first stage, in the
+//!   order given, whose prerequisites have finished, so a long stage (fine-tuning) runs beside
+//!   the work that does not need it; a failed stage's dependants are not started.
 //! - Several devices (`ims3 reproduce --devices cuda:0,cuda:1`): a shardable stage (sampling,
 //!   S3's encoding, evaluation: one work item per class or seed, each from its own random
 //!   stream) runs as one shard per device (`--shard i/n`, stage `<name>@i`), then once more
@@ -15,7 +18,7 @@
 //! - Each stage's time is recorded for the manifest and the results.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -47,6 +50,50 @@ pub struct Invocation {
 pub struct StageKind {
     pub name: &'static str,
     pub outputs: &'static [&'static str],
+}
+
+/// One stage of a dependency graph ([`Runner::graph`]): run once every stage named in `after`
+/// has finished (a name outside the graph, such as a stage of an earlier `--only` job, counts as
+/// finished).
+pub struct Node<'f> {
+    pub name: String,
+    pub after: Vec<String>,
+    pub work: Work<'f>,
+}
+
+/// What a [`Node`] does.
+pub enum Work<'f> {
+    /// `ims3 --device <d> <argv>`; `shardable` when the subcommand takes `--shard i/n`.
+    Child { argv: Vec<String>, shardable: bool },
+    /// A step in this process.
+    Local(Box<dyn FnOnce() -> Result<()> + Send + 'f>),
+}
+
+impl<'f> Node<'f> {
+    /// A child stage whose subcommand takes `--shard i/n`.
+    pub fn sharded(name: impl Into<String>, argv: Vec<String>, after: &[&str]) -> Self {
+        Self { name: name.into(), after: after.iter().map(|s| s.to_string()).collect(), work: Work::Child { argv, shardable: true } }
+    }
+
+    /// A child stage that runs whole on one device.
+    pub fn child(name: impl Into<String>, argv: Vec<String>, after: &[&str]) -> Self {
+        Self { name: name.into(), after: after.iter().map(|s| s.to_string()).collect(), work: Work::Child { argv, shardable: false } }
+    }
+
+    /// A step in this process.
+    pub fn local(name: impl Into<String>, after: &[&str], f: impl FnOnce() -> Result<()> + Send + 'f) -> Self {
+        Self { name: name.into(), after: after.iter().map(|s| s.to_string()).collect(), work: Work::Local(Box::new(f)) }
+    }
+}
+
+/// Where a graph node stands.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum NodeState {
+    Pending,
+    Running,
+    Done,
+    /// Failed, or not run because a prerequisite failed.
+    Failed,
 }
 
 /// A stage's time in this invocation.
@@ -286,17 +333,136 @@ impl<'a> Runner<'a> {
         if !self.runs(name) {
             return Ok(());
         }
+        let (seconds, skipped) = self.run_local(name, f)?;
+        self.timings.push(Timing { stage: name.into(), seconds, skipped });
+        Ok(())
+    }
+
+    /// Runs `f` as stage `name` unless its marker says it finished before; writes the marker
+    /// after it succeeded. Returns (seconds, skipped).
+    fn run_local(&self, name: &str, f: impl FnOnce() -> Result<()>) -> Result<(f64, bool)> {
         if self.marker(name).is_file() {
             eprintln!("reproduce: {name}: done before, skipped");
-            self.timings.push(Timing { stage: name.into(), seconds: 0.0, skipped: true });
-            return Ok(());
+            return Ok((0.0, true));
         }
         let t = Instant::now();
         f()?;
         let seconds = t.elapsed().as_secs_f64();
         ims3_util::atomic_write(&self.marker(name), format!("{{\"seconds\": {seconds}}}\n").as_bytes())?;
-        self.timings.push(Timing { stage: name.into(), seconds, skipped: false });
+        Ok((seconds, false))
+    }
+
+    /// Runs a dependency graph of stages (each `after` names earlier nodes only). On one device,
+    /// `workers` threads each take the first node, in the order given, whose prerequisites have
+    /// finished: order the nodes by priority (the longest chain first). With several devices,
+    /// or as a scheduler's `--only` job, the graph runs in waves (every node whose prerequisites
+    /// finished, then the next wave), a wave's shardable children spread over the devices as
+    /// [`Runner::sharded`] does. Every node that can run is run; the first failure is returned.
+    pub fn graph(&mut self, nodes: Vec<Node<'_>>) -> Result<()> {
+        let nodes: Vec<Node> = nodes.into_iter().filter(|n| self.runs(&n.name)).collect();
+        let index = |name: &str| nodes.iter().position(|n| n.name == name);
+        let mut deps: Vec<Vec<usize>> = Vec::with_capacity(nodes.len());
+        for (i, n) in nodes.iter().enumerate() {
+            let mut d = Vec::new();
+            for a in &n.after {
+                if let Some(j) = index(a) {
+                    ensure!(j < i, "stage {} must come after its prerequisite {a}", n.name);
+                    d.push(j);
+                }
+            }
+            deps.push(d);
+        }
+        if self.devices.len() > 1 || self.only.is_some() {
+            return self.graph_in_waves(nodes, &deps);
+        }
+        let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+        let works: Vec<Mutex<Option<Work>>> = nodes.into_iter().map(|n| Mutex::new(Some(n.work))).collect();
+        let state = Mutex::new(vec![NodeState::Pending; names.len()]);
+        let changed = Condvar::new();
+        type Outcome = Mutex<Option<Result<(f64, bool)>>>;
+        let outcomes: Vec<Outcome> = names.iter().map(|_| Mutex::new(None)).collect();
+        let workers = self.workers.min(names.len()).max(1);
+        let share = std::thread::available_parallelism().map_or(1, |n| n.get()).div_ceil(workers).max(1);
+        let this = &*self;
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    loop {
+                        let next = {
+                            let mut st = state.lock().expect("no poisoning");
+                            loop {
+                                // A node whose prerequisite failed will not run.
+                                for i in 0..st.len() {
+                                    if st[i] == NodeState::Pending && deps[i].iter().any(|&d| st[d] == NodeState::Failed) {
+                                        st[i] = NodeState::Failed;
+                                    }
+                                }
+                                if let Some(i) = (0..st.len()).find(|&i| st[i] == NodeState::Pending && deps[i].iter().all(|&d| st[d] == NodeState::Done)) {
+                                    st[i] = NodeState::Running;
+                                    break Some(i);
+                                }
+                                if !st.contains(&NodeState::Running) {
+                                    break None;
+                                }
+                                st = changed.wait(st).expect("no poisoning");
+                            }
+                        };
+                        let Some(i) = next else { break };
+                        let work = works[i].lock().expect("no poisoning").take().expect("each node runs once");
+                        let r = match work {
+                            Work::Child { argv, .. } => this.run_child(&names[i], &argv, this.device, share),
+                            Work::Local(f) => this.run_local(&names[i], f),
+                        };
+                        let ok = r.is_ok();
+                        *outcomes[i].lock().expect("no poisoning") = Some(r);
+                        state.lock().expect("no poisoning")[i] = if ok { NodeState::Done } else { NodeState::Failed };
+                        changed.notify_all();
+                    }
+                });
+            }
+        });
+        let mut first_err = None;
+        for (name, r) in names.iter().zip(outcomes) {
+            match r.into_inner().expect("no poisoning") {
+                Some(Ok((seconds, skipped))) => self.timings.push(Timing { stage: name.clone(), seconds, skipped }),
+                Some(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                None => eprintln!("reproduce: {name}: not run (a stage it needs failed)"),
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// [`Runner::graph`] in waves: the nodes whose prerequisites finished, locals first, then the
+    /// shardable children through [`Runner::sharded`], then the others through
+    /// [`Runner::children`]; stops at the first failed wave.
+    fn graph_in_waves(&mut self, nodes: Vec<Node<'_>>, deps: &[Vec<usize>]) -> Result<()> {
+        let mut done = vec![false; nodes.len()];
+        let mut pending: Vec<Option<Node>> = nodes.into_iter().map(Some).collect();
+        while done.iter().any(|d| !d) {
+            let wave: Vec<usize> = (0..pending.len()).filter(|&i| !done[i] && deps[i].iter().all(|&d| done[d])).collect();
+            let (mut sharded, mut whole) = (Vec::new(), Vec::new());
+            for &i in &wave {
+                let node = pending[i].take().expect("each node runs once");
+                match node.work {
+                    Work::Local(f) => self.local(&node.name, f)?,
+                    Work::Child { argv, shardable: true } => sharded.push((node.name, argv)),
+                    Work::Child { argv, shardable: false } => whole.push((node.name, argv)),
+                }
+            }
+            self.sharded(sharded)?;
+            self.children(whole)?;
+            for i in wave {
+                done[i] = true;
+            }
+        }
         Ok(())
+    }
+
+    /// True when this invocation is a scheduler's `--only` job (one stage kind, then stop).
+    pub fn only_one_kind(&self) -> bool {
+        self.only.is_some()
     }
 
     /// A step that always runs (the report), timed.
@@ -343,4 +509,108 @@ pub fn git_revision() -> Option<String> {
         .ok()
         .is_some_and(|o| o.status.success() && !o.stdout.is_empty());
     Some(if dirty { format!("{rev}-dirty") } else { rev })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn invocation(dir: &Path) -> Invocation {
+        Invocation {
+            recipe: "test".into(),
+            text: String::new(),
+            device: DeviceSpec::Cpu,
+            devices: vec![],
+            only: None,
+            from: None,
+            allow_cpu: true,
+            run_dir: dir.join("run"),
+            results: dir.join("results"),
+            cache: dir.join("cache"),
+        }
+    }
+
+    const KINDS: [StageKind; 3] = [StageKind { name: "long", outputs: &[] }, StageKind { name: "free", outputs: &[] }, StageKind { name: "after", outputs: &[] }];
+
+    /// `long` waits (up to 20 s) for `free`, which does not depend on it: with two workers it
+    /// runs beside it and returns true; with one worker `free` cannot start before `long` ends.
+    fn run_graph(workers: usize) -> (Result<()>, bool, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let at = invocation(dir.path());
+        let mut runner = Runner::new(&at, &KINDS, workers).unwrap();
+        let free_ran = AtomicBool::new(false);
+        let saw_free = AtomicBool::new(false);
+        let order = Mutex::new(Vec::new());
+        let r = runner.graph(vec![
+            Node::local("long", &[], || {
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_secs(if workers > 1 { 20 } else { 1 }) {
+                    if free_ran.load(Ordering::SeqCst) {
+                        saw_free.store(true, Ordering::SeqCst);
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                order.lock().unwrap().push("long".to_string());
+                Ok(())
+            }),
+            Node::local("after-long", &["long"], || {
+                order.lock().unwrap().push("after-long".to_string());
+                Ok(())
+            }),
+            Node::local("free", &[], || {
+                free_ran.store(true, Ordering::SeqCst);
+                order.lock().unwrap().push("free".to_string());
+                Ok(())
+            }),
+        ]);
+        let order = order.into_inner().unwrap();
+        (r, saw_free.load(Ordering::SeqCst), order)
+    }
+
+    #[test]
+    fn a_long_stage_runs_beside_the_stages_that_do_not_need_it() {
+        let (r, overlapped, order) = run_graph(2);
+        r.unwrap();
+        assert!(overlapped, "free did not run while long was running: {order:?}");
+        let pos = |n: &str| order.iter().position(|s| s == n).unwrap();
+        assert!(pos("long") < pos("after-long"), "{order:?}");
+        // One worker: strictly in priority order as prerequisites allow.
+        let (r, overlapped, order) = run_graph(1);
+        r.unwrap();
+        assert!(!overlapped);
+        assert_eq!(order, ["long", "after-long", "free"]);
+    }
+
+    #[test]
+    fn a_failed_stage_stops_its_dependants_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = invocation(dir.path());
+        let mut runner = Runner::new(&at, &KINDS, 2).unwrap();
+        let ran = Mutex::new(Vec::new());
+        let r = runner.graph(vec![
+            Node::local("long", &[], || Err(anyhow!("boom"))),
+            Node::local("after-long", &["long"], || {
+                ran.lock().unwrap().push("after-long");
+                Ok(())
+            }),
+            Node::local("free", &[], || {
+                ran.lock().unwrap().push("free");
+                Ok(())
+            }),
+        ]);
+        assert_eq!(r.unwrap_err().to_string(), "boom");
+        assert_eq!(*ran.lock().unwrap(), ["free"]);
+        assert!(!at.run_dir.join("long.done").exists() && at.run_dir.join("free.done").is_file());
+        // The rerun skips what finished and runs the rest.
+        let mut runner = Runner::new(&at, &KINDS, 2).unwrap();
+        runner.graph(vec![Node::local("long", &[], || Ok(())), Node::local("after-long", &["long"], || Ok(())), Node::local("free", &[], || panic!("finished before"))]).unwrap();
+        assert_eq!(runner.timings.iter().map(|t| (t.stage.as_str(), t.skipped)).collect::<Vec<_>>(), [("long", false), ("after-long", false), ("free", true)]);
+        // A prerequisite named after its dependant is refused.
+        let mut runner = Runner::new(&at, &KINDS, 2).unwrap();
+        assert!(runner.graph(vec![Node::local("after-long", &["long"], || Ok(())), Node::local("long", &[], || Ok(()))]).is_err());
+    }
 }
