@@ -7,13 +7,13 @@
 //! burn's default for Conv2d and Linear).
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::NetError;
 use crate::norm::{Norm, NormLayer};
+use crate::pool::AvgPool;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvNetConfig {
@@ -59,7 +59,7 @@ impl ConvNetConfig {
         Ok(ConvNet {
             conv: convs,
             norm: norms,
-            pool: AvgPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+            pool: AvgPool::new(2),
             classifier: LinearConfig::new(self.width * side * side, self.num_classes).init(device),
         })
     }
@@ -69,7 +69,7 @@ impl ConvNetConfig {
 pub struct ConvNet {
     pub conv: Vec<Conv2d>,
     pub norm: Vec<NormLayer>,
-    pub pool: AvgPool2d,
+    pub pool: AvgPool,
     pub classifier: Linear,
 }
 

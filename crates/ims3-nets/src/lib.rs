@@ -5,11 +5,13 @@
 //!   (an evaluation network) are two named configs of one type;
 //! - `resnet_ap.rs` (+ `resnet_ap_block.rs`): IDC's ResNet-AP-10/18 (IMS3's main evaluation network);
 //! - `convnet.rs`: IDC's ConvNet-1..6 (small images; the Fashion-MNIST job's encoder and evaluator);
-//! - `norm.rs`: instance (`GroupNorm(C, C)`) or batch norm, the one norm layer of them all.
+//! - `norm.rs`: instance (`GroupNorm(C, C)`) or batch norm, the one norm layer of them all;
+//! - `pool.rs`: `AvgPool2d(k, k)`, as a matrix product where that is faster.
 
 pub mod convnet;
 pub mod load;
 pub mod norm;
+pub mod pool;
 pub mod resnet;
 pub mod resnet_ap;
 pub mod resnet_ap_block;

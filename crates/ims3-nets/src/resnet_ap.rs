@@ -9,13 +9,13 @@
 //! ```
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
 use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::NetError;
 use crate::norm::{Norm, NormLayer};
+use crate::pool::AvgPool;
 pub use crate::resnet_ap_block::{BasicBlock, Downsample, IntroBlock};
 
 /// Convolution without bias, stride 1, padding k/2, initialised `N(0, sqrt(2 / (k k C_out)))`.
@@ -28,8 +28,8 @@ fn conv(cin: usize, cout: usize, k: usize, device: &Device) -> Conv2d {
         .init(device)
 }
 
-fn avg_pool(k: usize) -> AvgPool2d {
-    AvgPool2dConfig::new([k, k]).with_strides([k, k]).init()
+fn avg_pool(k: usize) -> AvgPool {
+    AvgPool::new(k)
 }
 
 /// ResNet-AP for ImageNet-like inputs.

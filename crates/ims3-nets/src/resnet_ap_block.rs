@@ -12,11 +12,11 @@
 //! (index 1 is the AvgPool).
 
 use burn::nn::conv::Conv2d;
-use burn::nn::pool::AvgPool2d;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::norm::NormLayer;
+use crate::pool::AvgPool;
 
 /// `IntroBlock`: conv (7x7 for > 128 px, else 3x3), norm, ReLU, average pool (4 or 2; none
 /// for <= 64 px).
@@ -24,13 +24,13 @@ use crate::norm::NormLayer;
 pub struct IntroBlock {
     pub conv1: Conv2d,
     pub bn1: NormLayer,
-    pub pool: Option<AvgPool2d>,
+    pub pool: Option<AvgPool>,
 }
 
 #[derive(Module, Debug)]
 pub struct Downsample {
     pub conv: Conv2d,
-    pub pool: AvgPool2d,
+    pub pool: AvgPool,
     pub norm: NormLayer,
 }
 
@@ -40,7 +40,7 @@ pub struct BasicBlock {
     pub bn1: NormLayer,
     pub conv2: Conv2d,
     pub bn2: NormLayer,
-    pub pool: Option<AvgPool2d>,
+    pub pool: Option<AvgPool>,
     pub downsample: Option<Downsample>,
 }
 
