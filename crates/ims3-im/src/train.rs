@@ -32,6 +32,11 @@ pub enum TrainError {
         "{path}: written by a run with a different recipe; resume needs the same one (or a new run directory)\n  checkpoint: {saved}\n  this run:   {now}"
     )]
     ResumeMismatch { path: PathBuf, saved: String, now: String },
+    #[error(
+        "training diverged: at step {step} the loss term `{term}` is {value}; no checkpoint was written after step {last_good} (the newest finite one{}): rerun with a lower learning rate, or from a new run directory",
+        match last_checkpoint { Some(p) => format!(", {}", p.display()), None => String::new() }
+    )]
+    Diverged { step: u64, term: String, value: f64, last_good: u64, last_checkpoint: Option<PathBuf> },
 }
 
 /// What a finished (or stopped) run reports.
@@ -118,25 +123,37 @@ pub fn train(base: DiT, data: &dyn TrainData, cfg: &TrainConfig, run_dir: &Path,
         window.1 += 1;
         pb.set_position(step);
 
-        if step % cfg.log_every == 0 || step == total {
-            let secs = window.0.elapsed().as_secs_f64().max(1e-9);
-            let img_s = (window.1 * cfg.batch_size as u64) as f64 / secs;
-            window = (Instant::now(), 0);
-            let values = loss.values();
-            let mut line = serde_json::Map::new();
-            line.insert("step".into(), step.into());
-            line.insert("epoch".into(), (step as f64 / steps_per_epoch as f64).into());
-            for (name, v) in &values {
-                line.insert((*name).into(), (*v).into());
-            }
-            line.insert("img_per_s".into(), img_s.into());
-            writeln!(metrics, "{}", serde_json::Value::Object(line)).map_err(io_err(&metrics_path))?;
-            let shown: Vec<String> = values.iter().map(|(n, v)| format!("{n} {v:.4}")).collect();
-            pb.set_message(format!("im-finetune {} | {img_s:.1} img/s", shown.join(" ")));
-            tracing::debug!(step, "{}", shown.join(" "));
-        }
         let stop_now = opts.stop_after.is_some_and(|n| done_here >= n);
-        if step % cfg.checkpoint_every == 0 || step == total || stop_now {
+        let checkpoint_now = step % cfg.checkpoint_every == 0 || step == total || stop_now;
+        let log_now = step % cfg.log_every == 0 || step == total;
+        if log_now || checkpoint_now {
+            let values = loss.values();
+            if log_now {
+                let secs = window.0.elapsed().as_secs_f64().max(1e-9);
+                let img_s = (window.1 * cfg.batch_size as u64) as f64 / secs;
+                window = (Instant::now(), 0);
+                let mut line = serde_json::Map::new();
+                line.insert("step".into(), step.into());
+                line.insert("epoch".into(), (step as f64 / steps_per_epoch as f64).into());
+                for (name, v) in &values {
+                    line.insert((*name).into(), (*v).into());
+                }
+                line.insert("img_per_s".into(), img_s.into());
+                writeln!(metrics, "{}", serde_json::Value::Object(line)).map_err(io_err(&metrics_path))?;
+                let shown: Vec<String> = values.iter().map(|(n, v)| format!("{n} {v:.4}")).collect();
+                pb.set_message(format!("im-finetune {} | {img_s:.1} img/s", shown.join(" ")));
+                tracing::debug!(step, "{}", shown.join(" "));
+            }
+            // A non-finite loss means the weights are (or are about to be) non-finite: stop before
+            // a checkpoint could hold them, rather than train on for hours (checked at every
+            // logged step and before every checkpoint).
+            if let Some((term, value)) = values.iter().find(|(_, v)| !v.is_finite()) {
+                pb.finish_and_clear();
+                let last = list_checkpoints(&ckpt_dir)?.pop();
+                return Err(TrainError::Diverged { step, term: (*term).to_string(), value: *value, last_good: last.as_ref().map_or(0, |(s, _)| *s), last_checkpoint: last.map(|(_, p)| p) });
+            }
+        }
+        if checkpoint_now {
             let path = state.checkpoint().write(&ckpt_dir)?;
             prune(&ckpt_dir, cfg.keep_last)?;
             last_checkpoint = Some(path);

@@ -483,3 +483,24 @@ fn micro_batches_train_like_one_pass() {
     assert!(err < 1e-3, "micro-batched update differs by {err} of the update's norm");
     assert!(spread > 100.0 * err, "other batches differ by only {spread}");
 }
+
+#[test]
+fn a_diverged_run_stops_before_a_checkpoint_holds_it() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    let mut data = fashion(32, 4);
+    let cfg = TrainConfig { log_every: 10, ..quick(3) };
+    let dir = tempfile::tempdir().unwrap();
+    // Two clean steps (a checkpoint at step 2), then a NaN pixel in every image: step 3's loss
+    // is NaN and so are the weights after it. Step 3 is neither logged nor checkpointed; step
+    // 4 is a checkpoint step: the run must stop there without writing it.
+    let stop = RunOptions { show_progress: false, stop_after: Some(2) };
+    train(base(&device), &data, &cfg, dir.path(), &stop).unwrap();
+    data.values.iter_mut().step_by(64).for_each(|v| *v = f32::NAN);
+    let err = train(base(&device), &data, &cfg, dir.path(), &RunOptions::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, TrainError::Diverged { step: 4, last_good: 2, .. }), "{msg}");
+    assert!(msg.contains("at step 4 the loss term `loss` is NaN") && msg.contains("step-00000002"), "{msg}");
+    let steps: Vec<u64> = list_checkpoints(&dir.path().join("checkpoints")).unwrap().into_iter().map(|(s, _)| s).collect();
+    assert_eq!(steps, vec![2]);
+}
