@@ -19,10 +19,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, ensure};
+use anyhow::{Context, Result, ensure};
 use ims3_backend::DeviceSpec;
 use serde::Serialize;
 
@@ -217,41 +216,11 @@ impl<'a> Runner<'a> {
     }
 
     /// Runs independent child stages `(name, argv)`, `workers` at a time: a worker takes the
-    /// next stage as soon as its last one ends.
+    /// next stage as soon as its last one ends ([`Runner::pool`] with no prerequisites).
     pub fn children(&mut self, stages: Vec<(String, Vec<String>)>) -> Result<()> {
-        let stages: Vec<(String, Vec<String>)> = stages.into_iter().filter(|(n, _)| self.runs(n)).collect();
-        if stages.is_empty() {
-            return Ok(());
-        }
-        let next = AtomicUsize::new(0);
-        // Each stage's (seconds, skipped), filled in by whichever worker ran it.
-        type Outcome = Mutex<Option<Result<(f64, bool)>>>;
-        let outcomes: Vec<Outcome> = stages.iter().map(|_| Mutex::new(None)).collect();
-        let workers = self.workers.min(stages.len()).max(1);
-        let share = std::thread::available_parallelism().map_or(1, |n| n.get()).div_ceil(workers).max(1);
-        let this = &*self;
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some((name, argv)) = stages.get(i) else { break };
-                        let r = this.run_child(name, argv, this.device, share);
-                        *outcomes[i].lock().expect("no poisoning") = Some(r);
-                    }
-                });
-            }
-        });
-        let mut first_err = None;
-        for ((name, _), r) in stages.iter().zip(outcomes) {
-            match r.into_inner().expect("no poisoning").unwrap_or_else(|| Err(anyhow!("stage {name} did not run"))) {
-                Ok((seconds, skipped)) => self.timings.push(Timing { stage: name.clone(), seconds, skipped }),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        first_err.map_or(Ok(()), Err)
+        let nodes: Vec<Node> = stages.into_iter().filter(|(n, _)| self.runs(n)).map(|(n, argv)| Node::child(n, argv, &[])).collect();
+        let deps = vec![Vec::new(); nodes.len()];
+        self.pool(nodes, &deps)
     }
 
     /// Removes `dir` if `--from` redoes stages of `kind` (outputs kept outside the run folder).
@@ -374,6 +343,16 @@ impl<'a> Runner<'a> {
         }
         if self.devices.len() > 1 || self.only.is_some() {
             return self.graph_in_waves(nodes, &deps);
+        }
+        self.pool(nodes, &deps)
+    }
+
+    /// The workers of [`Runner::graph`] and [`Runner::children`] on this invocation's device:
+    /// `workers` threads, each taking the first node (in order) whose prerequisites `deps[i]`
+    /// (indices of earlier nodes) have finished; a failed node's dependants are not started.
+    fn pool(&mut self, nodes: Vec<Node<'_>>, deps: &[Vec<usize>]) -> Result<()> {
+        if nodes.is_empty() {
+            return Ok(());
         }
         let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
         let works: Vec<Mutex<Option<Work>>> = nodes.into_iter().map(|n| Mutex::new(Some(n.work))).collect();
@@ -513,8 +492,10 @@ pub fn git_revision() -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
+
+    use anyhow::anyhow;
 
     use super::*;
 
