@@ -72,6 +72,17 @@ pub fn list_checkpoints(dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointErr
 
 impl Checkpoint {
     /// Writes `dir/step-<step>.safetensors` atomically and returns its path.
+    /// The first tensor (as named in the file: `param/..`, `ema/..`, `adam_m/..`, `adam_v/..`,
+    /// `memory/..`) holding a NaN or an infinity, with that value.
+    pub fn first_non_finite(&self) -> Option<(String, f64)> {
+        let bad = |v: &[f32]| v.iter().find(|x| !x.is_finite()).map(|&x| x as f64);
+        let named = |prefix: &str, k: &str, v: &[f32]| bad(v).map(|x| (format!("{prefix}/{k}"), x));
+        self.params.iter().find_map(|(k, v)| named("param", k, v))
+            .or_else(|| self.ema.iter().find_map(|(k, v)| named("ema", k, v)))
+            .or_else(|| self.adam.iter().find_map(|(k, (m, v))| named("adam_m", k, m).or_else(|| named("adam_v", k, v))))
+            .or_else(|| self.memory.iter().find_map(|(c, (real, pseudo))| real.iter().chain(pseudo).find_map(|row| named("memory", &c.to_string(), row))))
+    }
+
     pub fn write(&self, dir: &Path) -> Result<PathBuf, CheckpointError> {
         let path = dir.join(format!("step-{:08}.safetensors", self.step));
         let format = |source| CheckpointError::Format { path: path.clone(), source };

@@ -33,10 +33,10 @@ pub enum TrainError {
     )]
     ResumeMismatch { path: PathBuf, saved: String, now: String },
     #[error(
-        "training diverged: at step {step} the loss term `{term}` is {value}; no checkpoint was written after step {last_good} (the newest finite one{}): rerun with a lower learning rate, or from a new run directory",
+        "training diverged: at step {step} {what} is {value}; no checkpoint was written after step {last_good} (the newest finite one{}): rerun with a lower learning rate, or from a new run directory",
         match last_checkpoint { Some(p) => format!(", {}", p.display()), None => String::new() }
     )]
-    Diverged { step: u64, term: String, value: f64, last_good: u64, last_checkpoint: Option<PathBuf> },
+    Diverged { step: u64, what: String, value: f64, last_good: u64, last_checkpoint: Option<PathBuf> },
 }
 
 /// What a finished (or stopped) run reports.
@@ -61,6 +61,12 @@ pub struct RunOptions {
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
     move |source| TrainError::Io { path: path.to_path_buf(), source }
+}
+
+/// The error of a run that went non-finite at `step`, naming the newest (finite) checkpoint.
+fn diverged(ckpt_dir: &Path, step: u64, what: String, value: f64) -> Result<TrainError, TrainError> {
+    let last = list_checkpoints(ckpt_dir)?.pop();
+    Ok(TrainError::Diverged { step, what, value, last_good: last.as_ref().map_or(0, |(s, _)| *s), last_checkpoint: last.map(|(_, p)| p) })
 }
 
 /// Fine-tunes `base` (on an autodiff device) with the Difffit rule, writing checkpoints and
@@ -149,12 +155,19 @@ pub fn train(base: DiT, data: &dyn TrainData, cfg: &TrainConfig, run_dir: &Path,
             // logged step and before every checkpoint).
             if let Some((term, value)) = values.iter().find(|(_, v)| !v.is_finite()) {
                 pb.finish_and_clear();
-                let last = list_checkpoints(&ckpt_dir)?.pop();
-                return Err(TrainError::Diverged { step, term: (*term).to_string(), value: *value, last_good: last.as_ref().map_or(0, |(s, _)| *s), last_checkpoint: last.map(|(_, p)| p) });
+                return Err(diverged(&ckpt_dir, step, format!("the loss term `{term}`"), *value)?);
             }
         }
         if checkpoint_now {
-            let path = state.checkpoint().write(&ckpt_dir)?;
+            // A finite loss does not prove finite weights: a NaN gradient (0 * inf in a backward)
+            // leaves this step's loss clean and the weights after its update NaN. The checkpoint is
+            // on the host here, so its every value is checked before it is written.
+            let ck = state.checkpoint();
+            if let Some((name, value)) = ck.first_non_finite() {
+                pb.finish_and_clear();
+                return Err(diverged(&ckpt_dir, step, format!("the state tensor `{name}`"), value)?);
+            }
+            let path = ck.write(&ckpt_dir)?;
             prune(&ckpt_dir, cfg.keep_last)?;
             last_checkpoint = Some(path);
         }

@@ -504,3 +504,39 @@ fn a_diverged_run_stops_before_a_checkpoint_holds_it() {
     let steps: Vec<u64> = list_checkpoints(&dir.path().join("checkpoints")).unwrap().into_iter().map(|(s, _)| s).collect();
     assert_eq!(steps, vec![2]);
 }
+
+/// A finite loss does not prove finite weights (a NaN gradient leaves the step's own loss clean):
+/// the checkpoint itself is checked. Here one class embedding the data never uses is NaN, so every
+/// loss is finite, yet no checkpoint may be written and the run names the tensor.
+#[test]
+fn a_checkpoint_with_non_finite_state_is_refused_even_when_the_loss_is_finite() {
+    use burn::module::{Module, ModuleMapper, Param};
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    let data = fashion(32, 4);
+    struct PoisonClass9;
+    impl ModuleMapper for PoisonClass9 {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let (id, t, mapper) = param.consume();
+            let dims = t.dims();
+            // embedding_table.weight [11, D]: row 9 (a class the data lacks; 10 is the null class).
+            let t = if D == 2 && dims[0] == 11 {
+                let mut v = t.clone().into_data().try_to_vec::<f32>().unwrap();
+                v[9 * dims[1]..10 * dims[1]].fill(f32::NAN);
+                Tensor::<D>::from_data(burn::tensor::TensorData::new(v, dims), &t.device())
+            } else {
+                t
+            };
+            Param::from_mapped_value(id, t.detach(), mapper)
+        }
+    }
+    let poisoned = base(&device).map(&mut PoisonClass9);
+    let dir = tempfile::tempdir().unwrap();
+    let err = train(poisoned, &data, &quick(3), dir.path(), &RunOptions::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, TrainError::Diverged { step: 2, last_good: 0, .. }), "{msg}");
+    assert!(msg.contains("at step 2 the state tensor `param/y_embedder.embedding_table.weight` is NaN"), "{msg}");
+    assert!(list_checkpoints(&dir.path().join("checkpoints")).unwrap().is_empty());
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    assert!(metrics.lines().count() == 2 && !metrics.contains("null"), "the losses were finite: {metrics}");
+}

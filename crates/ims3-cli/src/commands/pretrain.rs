@@ -40,6 +40,10 @@ pub struct Args {
     pub seed: u64,
     #[arg(long, default_value_t = 1000)]
     pub checkpoint_every: u64,
+    /// Write the loss terms to metrics.jsonl (and check them for NaN) every N steps; not part of
+    /// the resume key, so a run can be resumed with a finer log to find where it diverges.
+    #[arg(long, default_value_t = 10)]
+    pub log_every: u64,
     /// Stop this invocation after N steps (checkpointing first); rerun to continue.
     #[arg(long)]
     pub stop_after: Option<u64>,
@@ -73,6 +77,7 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
         max_steps: Some(a.steps),
         seed: a.seed,
         checkpoint_every: a.checkpoint_every,
+        log_every: a.log_every,
         trainable: ims3_im::Trainable::All,
         ema_decay: a.ema_decay,
         ..Default::default()
