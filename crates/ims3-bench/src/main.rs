@@ -397,6 +397,7 @@ fn print_against_anchors(records: &[Record], anchors: &Path) {
 }
 
 fn main() -> Result<()> {
+    ims3_util::keep_freed_memory();
     let started = Instant::now();
     let a = Args::parse();
     let spec: ims3_backend::DeviceSpec = a.device.parse()?;

@@ -75,6 +75,7 @@ pub enum Command {
 }
 
 fn main() {
+    ims3_util::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("IMS3_LOG").unwrap_or_else(|_| "warn,cubecl_common=off".into()))
         .with_writer(std::io::stderr)
