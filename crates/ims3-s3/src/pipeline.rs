@@ -203,7 +203,9 @@ impl ClassCentroids {
             ("candidates".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F64, vec![self.candidates.len()], &c).map_err(format)?),
         ];
         let meta: std::collections::HashMap<String, String> = [("used".to_string(), self.used.to_string()), ("skipped".to_string(), self.skipped.to_string())].into();
-        atomic_write(path, &safetensors::serialize(views, Some(meta)).map_err(format)?)
+        let bytes = ims3_util::sorted_safetensors_header(&safetensors::serialize(views, Some(meta)).map_err(format)?)
+            .map_err(|source| PipelineError::Io { path: path.to_path_buf(), source })?;
+        atomic_write(path, &bytes)
     }
 
     /// Reads an item written by [`ClassCentroids::save`].
@@ -337,7 +339,8 @@ fn write_f32_tensors(
         })
         .collect::<Result<_, _>>()?;
     let meta: std::collections::HashMap<String, String> = metadata.into_iter().collect();
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(format)?;
+    let bytes = ims3_util::sorted_safetensors_header(&safetensors::serialize(views, Some(meta)).map_err(format)?)
+        .map_err(|source| PipelineError::Io { path: path.to_path_buf(), source })?;
     atomic_write(path, &bytes)
 }
 

@@ -43,6 +43,30 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// The bytes of a safetensors file with its JSON header's keys sorted. The `safetensors` crate
+/// writes the `__metadata__` map from a `HashMap`, whose order changes from run to run, so two
+/// runs writing equal tensors and metadata gave files that differ in their first bytes; after
+/// this, equal contents give equal bytes. The header is padded with spaces to a multiple of 8
+/// bytes, as the crate does; tensor offsets are relative to the data, so they stay valid.
+pub fn sorted_safetensors_header(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::collections::BTreeMap;
+    let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not a safetensors buffer: {why}"));
+    let n = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize).ok_or_else(|| bad("shorter than 8 bytes"))?;
+    let header = bytes.get(8..8usize.saturating_add(n)).ok_or_else(|| bad("header runs past the end"))?;
+    let mut map: BTreeMap<String, serde_json::Value> = serde_json::from_slice(header).map_err(|e| bad(&e.to_string()))?;
+    if let Some(meta) = map.get_mut("__metadata__") {
+        let sorted: BTreeMap<String, String> = serde_json::from_value(meta.take()).map_err(|e| bad(&e.to_string()))?;
+        *meta = serde_json::to_value(sorted).map_err(|e| bad(&e.to_string()))?;
+    }
+    let mut text = serde_json::to_vec(&map).map_err(|e| bad(&e.to_string()))?;
+    text.resize(text.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
+}
+
 /// `value` as pretty JSON, written with [`atomic_write`].
 pub fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> std::io::Result<()> {
     let json = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
@@ -189,6 +213,31 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"new");
         let left: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect();
         assert_eq!(left.len(), 1, "no temporary file is left: {left:?}");
+    }
+
+    #[test]
+    fn safetensors_files_with_equal_contents_have_equal_bytes() {
+        // Sixteen metadata keys: two HashMaps (each with its own random hasher) iterate them in the
+        // same order with a probability far below one in a million, so the raw files differ.
+        let file = || {
+            let meta: std::collections::HashMap<String, String> = (0..16).map(|i| (format!("key{i}"), format!("value{i}"))).collect();
+            let (a, b) = (vec![1u8, 2, 3, 4], vec![5u8; 16]);
+            let views = vec![
+                ("b".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &a).unwrap()),
+                ("a".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F64, vec![2], &b).unwrap()),
+            ];
+            safetensors::serialize(views, Some(meta)).unwrap()
+        };
+        let (x, y) = (sorted_safetensors_header(&file()).unwrap(), sorted_safetensors_header(&file()).unwrap());
+        assert_eq!(x, y);
+        assert_eq!(u64::from_le_bytes(x[..8].try_into().unwrap()) % 8, 0, "header padded to 8 bytes");
+        let st = safetensors::SafeTensors::deserialize(&x).unwrap();
+        assert_eq!(st.tensor("b").unwrap().data(), &[1, 2, 3, 4]);
+        assert_eq!(st.tensor("a").unwrap().data(), &[5u8; 16][..]);
+        let (_, header) = safetensors::SafeTensors::read_metadata(&x).unwrap();
+        assert_eq!(header.metadata().as_ref().unwrap().get("key7").map(String::as_str), Some("value7"));
+        assert_eq!(header.metadata().as_ref().unwrap().len(), 16);
+        assert!(sorted_safetensors_header(&x[..6]).is_err());
     }
 
     #[derive(Debug, PartialEq)]

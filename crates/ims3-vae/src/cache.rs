@@ -161,6 +161,7 @@ impl LatentCache {
         meta.insert("files".to_string(), serde_json::to_string(&self.files).expect("json"));
         meta.insert("skipped".to_string(), serde_json::to_string(&self.skipped).expect("json"));
         let bytes = safetensors::serialize(views, Some(meta)).map_err(format)?;
+        let bytes = ims3_util::sorted_safetensors_header(&bytes).map_err(|source| CacheError::Io { path: path.to_path_buf(), source })?;
         ims3_util::atomic_write(path, &bytes).map_err(|source| CacheError::Io { path: path.to_path_buf(), source })
     }
 
