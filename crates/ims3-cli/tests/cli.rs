@@ -137,4 +137,41 @@ fn pretrain_from_idx_writes_a_loadable_model() {
     assert!(info.status.success(), "{}", String::from_utf8_lossy(&info.stderr));
     let v: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
     assert_eq!((v["config"]["in_channels"].as_u64(), v["config"]["num_classes"].as_u64(), v["config"]["input_size"].as_u64()), (Some(1), Some(3), Some(8)));
+
+    // A second stage from those weights (`--init`): at a vanishing learning rate one step leaves
+    // them in place, so the new model equals its start, not a fresh seeded one.
+    let first = out.join("model.safetensors");
+    let stage = |out: &std::path::Path, init: Option<&std::path::Path>, hidden: &str| {
+        let mut c = ims3();
+        c.args(["pretrain", "--depth", "1", "--heads", "2", "--batch", "4", "--steps", "1", "--lr", "1e-12", "--seed", "7", "--hidden", hidden]).arg("--idx").arg(dir.path()).arg("--out").arg(out);
+        if let Some(p) = init {
+            c.arg("--init").arg(p);
+        }
+        c.output().unwrap()
+    };
+    let out2 = dir.path().join("stage2");
+    let r = stage(&out2, Some(&first), "32");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let tensor = |path: &std::path::Path, key: &str| -> Vec<f32> {
+        let bytes = std::fs::read(path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        st.tensor(key).unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+    };
+    for key in ["x_embedder.proj.weight", "blocks.0.attn.qkv.weight", "final_layer.linear.weight"] {
+        let (a, b) = (tensor(&first, key), tensor(&out2.join("model.safetensors"), key));
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-6, "{key}: stage 2 moved {worst} from its --init weights");
+    }
+    // The folder remembers its start: a rerun without --init, or from other weights, is refused.
+    let r = stage(&out2, None, "32");
+    assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("init.json"), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = stage(&out2, Some(&out2.join("model.safetensors")), "32");
+    assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("SHA-256"), "{}", String::from_utf8_lossy(&r.stderr));
+    // A folder that started from the seeded initialisation does not take --init later.
+    let r = stage(&out, Some(&first), "32");
+    assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("without --init"), "{}", String::from_utf8_lossy(&r.stderr));
+    // Weights of another shape are refused, naming the file.
+    let r = stage(&dir.path().join("stage3"), Some(&first), "64");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && err.contains("model.safetensors"), "{err}");
 }

@@ -47,6 +47,12 @@ pub struct Args {
     /// Stop this invocation after N steps (checkpointing first); rerun to continue.
     #[arg(long)]
     pub stop_after: Option<u64>,
+    /// Start from these DiT weights (a `pretrain` model.safetensors of the same shape) instead of
+    /// the seeded initialisation, with a fresh optimiser and the EMA starting at them: a second
+    /// stage at another learning rate. Its SHA-256 is kept in <out>/init.json; a rerun in the same
+    /// folder must name the same file.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
 }
 
 pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
@@ -71,7 +77,17 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
     let device = device.open()?.autodiff();
     // The initial model is a function of the seed, so a resumed run rebuilds the same one.
     device.seed(a.seed);
-    let model = cfg.init(&device);
+    let model = match &a.init {
+        None => {
+            let record = a.out.join("init.json");
+            ensure!(!record.exists(), "{}: this run started from other weights; pass the same --init", record.display());
+            cfg.init(&device)
+        }
+        Some(path) => {
+            check_init(path, &a.out)?;
+            ims3_dit::load_dit(path, Some(&cfg), None, &device).with_context(|| format!("{}: not a DiT of the requested shape", path.display()))?.0
+        }
+    };
     let mut train = ims3_im::TrainConfig {
         batch_size: a.batch,
         max_steps: Some(a.steps),
@@ -94,5 +110,23 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
     ims3_dit::save_dit(&ema, &cfg, &path)?;
     crate::figures::write(&a.out.join("losses.svg"), &crate::figures::loss_figure("DiT pretraining: loss terms vs step", &a.out.join("metrics.jsonl"))?)?;
     println!("pretrain: {} of {} steps; EMA weights in {}", out.steps_done, out.total_steps, path.display());
+    Ok(())
+}
+
+/// The `--init` weights of a run folder are fixed at its first invocation: recorded in
+/// `<out>/init.json` then, checked on every rerun.
+fn check_init(path: &std::path::Path, out: &std::path::Path) -> Result<()> {
+    let sha = ims3_fetch::sha256_file(path)?;
+    let record = out.join("init.json");
+    if record.exists() {
+        let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&record)?).with_context(|| format!("{}: not JSON", record.display()))?;
+        let saved_sha = saved["sha256"].as_str().unwrap_or_default();
+        ensure!(saved_sha == sha, "{}: this run started from weights with SHA-256 {saved_sha}, not {} ({sha})", record.display(), path.display());
+    } else {
+        let started = std::fs::read_dir(out.join("checkpoints")).map(|mut d| d.next().is_some()).unwrap_or(false);
+        ensure!(!started, "{}: this run started from the seeded initialisation, without --init", out.display());
+        std::fs::create_dir_all(out)?;
+        ims3_util::write_json(&record, &serde_json::json!({"path": path.display().to_string(), "sha256": sha}))?;
+    }
     Ok(())
 }
