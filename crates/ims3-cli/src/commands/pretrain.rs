@@ -77,16 +77,10 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
     let device = device.open()?.autodiff();
     // The initial model is a function of the seed, so a resumed run rebuilds the same one.
     device.seed(a.seed);
+    check_init(a.init.as_deref(), &a.out)?;
     let model = match &a.init {
-        None => {
-            let record = a.out.join("init.json");
-            ensure!(!record.exists(), "{}: this run started from other weights; pass the same --init", record.display());
-            cfg.init(&device)
-        }
-        Some(path) => {
-            check_init(path, &a.out)?;
-            ims3_dit::load_dit(path, Some(&cfg), None, &device).with_context(|| format!("{}: not a DiT of the requested shape", path.display()))?.0
-        }
+        None => cfg.init(&device),
+        Some(path) => ims3_dit::load_dit(path, Some(&cfg), None, &device).with_context(|| format!("{}: not a DiT of the requested shape", path.display()))?.0,
     };
     let mut train = ims3_im::TrainConfig {
         batch_size: a.batch,
@@ -113,20 +107,26 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
     Ok(())
 }
 
-/// The `--init` weights of a run folder are fixed at its first invocation: recorded in
-/// `<out>/init.json` then, checked on every rerun.
-fn check_init(path: &std::path::Path, out: &std::path::Path) -> Result<()> {
-    let sha = ims3_fetch::sha256_file(path)?;
+/// The `--init` weights of a run folder (or their absence) are fixed at its first invocation:
+/// recorded in `<out>/init.json` then, checked on every rerun.
+fn check_init(init: Option<&std::path::Path>, out: &std::path::Path) -> Result<()> {
     let record = out.join("init.json");
-    if record.exists() {
-        let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&record)?).with_context(|| format!("{}: not JSON", record.display()))?;
-        let saved_sha = saved["sha256"].as_str().unwrap_or_default();
-        ensure!(saved_sha == sha, "{}: this run started from weights with SHA-256 {saved_sha}, not {} ({sha})", record.display(), path.display());
-    } else {
-        let started = std::fs::read_dir(out.join("checkpoints")).map(|mut d| d.next().is_some()).unwrap_or(false);
-        ensure!(!started, "{}: this run started from the seeded initialisation, without --init", out.display());
-        std::fs::create_dir_all(out)?;
-        ims3_util::write_json(&record, &serde_json::json!({"path": path.display().to_string(), "sha256": sha}))?;
+    match (init, record.exists()) {
+        (None, false) => {}
+        (None, true) => anyhow::bail!("{}: this run started from other weights; pass the same --init", record.display()),
+        (Some(path), true) => {
+            let sha = ims3_fetch::sha256_file(path)?;
+            let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&record)?).with_context(|| format!("{}: not JSON", record.display()))?;
+            let saved_sha = saved["sha256"].as_str().unwrap_or_default();
+            ensure!(saved_sha == sha, "{}: this run started from weights with SHA-256 {saved_sha}, not {} ({sha})", record.display(), path.display());
+        }
+        (Some(path), false) => {
+            let started = std::fs::read_dir(out.join("checkpoints")).map(|mut d| d.next().is_some()).unwrap_or(false);
+            ensure!(!started, "{}: this run started from the seeded initialisation, without --init", out.display());
+            std::fs::create_dir_all(out)?;
+            let sha = ims3_fetch::sha256_file(path)?;
+            ims3_util::write_json(&record, &serde_json::json!({"path": path.display().to_string(), "sha256": sha}))?;
+        }
     }
     Ok(())
 }
