@@ -12,6 +12,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::NetError;
+use crate::conv3x3::conv2d;
 use crate::norm::{Norm, NormLayer};
 use crate::pool::AvgPool;
 
@@ -78,7 +79,7 @@ impl ConvNet {
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = x;
         for (c, n) in self.conv.iter().zip(&self.norm) {
-            x = self.pool.forward(relu(n.forward(c.forward(x))));
+            x = self.pool.forward(relu(n.forward(conv2d(c, x))));
         }
         let n = x.dims()[0];
         x.reshape([n as i64, -1])

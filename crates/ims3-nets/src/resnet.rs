@@ -29,6 +29,7 @@ use burn::tensor::activation::relu;
 use crate::NetError;
 use crate::norm::{Norm, NormLayer};
 use crate::resnet_block::BasicBlock;
+use crate::conv3x3::conv2d;
 
 /// Convolution without bias, initialised `N(0, sqrt(2 / (k k C_out)))`.
 pub(crate) fn conv_kaiming(cin: usize, cout: usize, k: usize, stride: usize, pad: usize, device: &Device) -> Conv2d {
@@ -145,7 +146,7 @@ impl ResNet {
     /// Penultimate features: [N, C, H, W] (normalised) -> [N, 512], the mean over H and W of
     /// layer 4 (torchvision's adaptive pool, IDC's `avg_pool2d(x, x.shape[-1])` for square inputs).
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.layer0.bn1.forward(self.layer0.conv1.forward(x)));
+        let mut x = relu(self.layer0.bn1.forward(conv2d(&self.layer0.conv1, x)));
         if let Some(p) = &self.layer0.pool {
             x = p.forward(x);
         }

@@ -16,6 +16,7 @@ use burn::tensor::activation::relu;
 use crate::NetError;
 use crate::norm::{Norm, NormLayer};
 use crate::pool::AvgPool;
+use crate::conv3x3::conv2d;
 pub use crate::resnet_ap_block::{BasicBlock, Downsample, IntroBlock};
 
 /// Convolution without bias, stride 1, padding k/2, initialised `N(0, sqrt(2 / (k k C_out)))`.
@@ -105,7 +106,7 @@ impl ResNetAPConfig {
 impl ResNetAP {
     /// Penultimate features: global average pool of layer 4, [N, 8 * width * 64].
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.layer0.bn1.forward(self.layer0.conv1.forward(x)));
+        let mut x = relu(self.layer0.bn1.forward(conv2d(&self.layer0.conv1, x)));
         if let Some(p) = &self.layer0.pool {
             x = p.forward(x);
         }

@@ -17,6 +17,7 @@ use burn::tensor::activation::relu;
 
 use crate::norm::NormLayer;
 use crate::pool::AvgPool;
+use crate::conv3x3::conv2d;
 
 /// `IntroBlock`: conv (7x7 for > 128 px, else 3x3), norm, ReLU, average pool (4 or 2; none
 /// for <= 64 px).
@@ -46,13 +47,13 @@ pub struct BasicBlock {
 
 impl BasicBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
+        let mut out = relu(self.bn1.forward(conv2d(&self.conv1, x.clone())));
         if let Some(p) = &self.pool {
             out = p.forward(out);
         }
-        let out = self.bn2.forward(self.conv2.forward(out));
+        let out = self.bn2.forward(conv2d(&self.conv2, out));
         let residual = match &self.downsample {
-            Some(d) => d.norm.forward(d.pool.forward(d.conv.forward(x))),
+            Some(d) => d.norm.forward(d.pool.forward(conv2d(&d.conv, x))),
             None => x,
         };
         relu(out + residual)

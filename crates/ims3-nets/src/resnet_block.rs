@@ -14,6 +14,7 @@ use burn::tensor::activation::relu;
 
 use crate::norm::{Norm, NormLayer};
 use crate::resnet::conv_kaiming;
+use crate::conv3x3::conv2d;
 
 /// `downsample = Sequential(conv1x1(stride), norm)`; checkpoint keys `downsample.0/1`.
 #[derive(Module, Debug)]
@@ -48,10 +49,10 @@ impl BasicBlock {
 
     /// [N, inplanes, H, W] -> [N, planes, H / stride, W / stride].
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        let out = self.bn2.forward(self.conv2.forward(out));
+        let out = relu(self.bn1.forward(conv2d(&self.conv1, x.clone())));
+        let out = self.bn2.forward(conv2d(&self.conv2, out));
         let residual = match &self.downsample {
-            Some(d) => d.norm.forward(d.conv.forward(x)),
+            Some(d) => d.norm.forward(conv2d(&d.conv, x)),
             None => x,
         };
         relu(out + residual)
