@@ -302,8 +302,8 @@ impl Mlp {
 /// pre-activation below about -9.6 (one such unit in a pixel DiT's pretraining turned all its
 /// weights to NaN in one step). Capped, the gradient there is 0, as the exact derivative is to f32.
 ///
-/// On Flex, in f32 and outside autodiff (sampling, evaluation), the same operations run fused in
-/// one parallel pass over the values (`gelu_tanh_flex`): the same bits, without the ten passes
+/// On Flex, in f32 and outside autodiff (sampling, no-grad forwards), the same operations run
+/// fused in one pass over the values (`gelu_tanh_flex`): the same bits, without the ten passes
 /// of the composite, each of which Flex runs on one thread.
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "flex")]
@@ -669,7 +669,7 @@ mod tests {
         // run; values from the test below, random normals, a non-contiguous view and NaN.
         let device = Device::flex();
         let mut xs: Vec<f32> = (-400..=400).map(|i| i as f32 * 0.025).chain([-1e4, -200.0, -88.0, -9.7, 88.0, 200.0, 1e4, f32::NAN]).collect();
-        xs.extend(Tensor::<1>::random([4096], burn::tensor::Distribution::Normal(0.0, 3.0), &device).into_data().to_vec::<f32>().unwrap());
+        xs.extend(Tensor::<1>::random([4096], burn::tensor::Distribution::Normal(0.0, 3.0), &device).into_data().try_to_vec::<f32>().unwrap());
         let plain = Tensor::<2>::from_data(TensorData::new(xs.clone(), [xs.len() / 5, 5]), &device);
         let tracked = Tensor::<2>::from_data(TensorData::new(xs.clone(), [xs.len() / 5, 5]), &device.clone().autodiff());
         assert!(gelu_tanh_flex(&plain).is_some(), "plain f32 Flex takes the fused pass");
@@ -678,7 +678,7 @@ mod tests {
             (gelu_tanh(plain.clone()), gelu_tanh(tracked.clone())),
             (gelu_tanh(plain.clone().swap_dims(0, 1)), gelu_tanh(tracked.clone().swap_dims(0, 1))),
         ] {
-            let (f, c) = (fused.into_data().to_vec::<f32>().unwrap(), composite.into_data().to_vec::<f32>().unwrap());
+            let (f, c) = (fused.into_data().try_to_vec::<f32>().unwrap(), composite.into_data().try_to_vec::<f32>().unwrap());
             assert_eq!(f.len(), c.len());
             for (i, (a, b)) in f.iter().zip(&c).enumerate() {
                 assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "value {i}: fused {a}, composite {b}");
