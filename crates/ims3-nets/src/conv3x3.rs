@@ -160,7 +160,6 @@ pub(crate) mod flex {
         }
     }
 
-
     /// The convolution's output `y` as a node of the autodiff graph: parents (x, W) or (x, W, b),
     /// state (x, W) for the backward step.
     fn record<C: CheckpointStrategy, const N: usize>(
