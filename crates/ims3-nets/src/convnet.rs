@@ -9,7 +9,6 @@
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
 use crate::NetError;
 use crate::conv3x3::conv2d;
@@ -79,7 +78,7 @@ impl ConvNet {
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = x;
         for (c, n) in self.conv.iter().zip(&self.norm) {
-            x = self.pool.forward(relu(n.forward(conv2d(c, x))));
+            x = self.pool.forward(n.forward_relu(conv2d(c, x)));
         }
         let n = x.dims()[0];
         x.reshape([n as i64, -1])

@@ -7,10 +7,12 @@
 //! - `convnet.rs`: IDC's ConvNet-1..6 (small images; the Fashion-MNIST job's encoder and evaluator);
 //! - `norm.rs`: instance (`GroupNorm(C, C)`) or batch norm, the one norm layer of them all;
 //! - `pool.rs`: `AvgPool2d(k, k)`, as a matrix product where that is faster;
-//! - `conv3x3.rs`: the 3x3 stride-1 convolution, batched over the images on the CPU (own backward).
+//! - `conv3x3.rs`: the 3x3 stride-1 convolution, batched over the images on the CPU (own backward);
+//! - `instance_norm.rs`: instance norm (+ ReLU) in one pass each way on the CPU (own backward).
 
 pub mod conv3x3;
 pub mod convnet;
+pub mod instance_norm;
 pub mod load;
 pub mod norm;
 pub mod pool;

@@ -24,7 +24,6 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
 use crate::NetError;
 use crate::norm::{Norm, NormLayer};
@@ -146,7 +145,7 @@ impl ResNet {
     /// Penultimate features: [N, C, H, W] (normalised) -> [N, 512], the mean over H and W of
     /// layer 4 (torchvision's adaptive pool, IDC's `avg_pool2d(x, x.shape[-1])` for square inputs).
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.layer0.bn1.forward(conv2d(&self.layer0.conv1, x)));
+        let mut x = self.layer0.bn1.forward_relu(conv2d(&self.layer0.conv1, x));
         if let Some(p) = &self.layer0.pool {
             x = p.forward(x);
         }

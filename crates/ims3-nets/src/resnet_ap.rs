@@ -11,7 +11,6 @@
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
 use crate::NetError;
 use crate::norm::{Norm, NormLayer};
@@ -106,7 +105,7 @@ impl ResNetAPConfig {
 impl ResNetAP {
     /// Penultimate features: global average pool of layer 4, [N, 8 * width * 64].
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.layer0.bn1.forward(conv2d(&self.layer0.conv1, x)));
+        let mut x = self.layer0.bn1.forward_relu(conv2d(&self.layer0.conv1, x));
         if let Some(p) = &self.layer0.pool {
             x = p.forward(x);
         }

@@ -47,7 +47,7 @@ pub struct BasicBlock {
 
 impl BasicBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut out = relu(self.bn1.forward(conv2d(&self.conv1, x.clone())));
+        let mut out = self.bn1.forward_relu(conv2d(&self.conv1, x.clone()));
         if let Some(p) = &self.pool {
             out = p.forward(out);
         }

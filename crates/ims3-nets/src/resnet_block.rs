@@ -49,7 +49,7 @@ impl BasicBlock {
 
     /// [N, inplanes, H, W] -> [N, planes, H / stride, W / stride].
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = relu(self.bn1.forward(conv2d(&self.conv1, x.clone())));
+        let out = self.bn1.forward_relu(conv2d(&self.conv1, x.clone()));
         let out = self.bn2.forward(conv2d(&self.conv2, out));
         let residual = match &self.downsample {
             Some(d) => d.norm.forward(conv2d(&d.conv, x)),
