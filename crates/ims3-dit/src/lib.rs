@@ -1,5 +1,5 @@
-//! DiT for IMS3: the model (`model.rs`, one file, shapes in comments), its configurations
-//! (`config.rs`) and checkpoint I/O (`load.rs`).
+//! DiT for IMS3: the model (`model.rs`, one file, shapes in comments), its activation with its
+//! fused CPU passes (`gelu.rs`), its configurations (`config.rs`) and checkpoint I/O (`load.rs`).
 //!
 //! ```no_run
 //! use burn::prelude::*;
@@ -9,6 +9,7 @@
 //! ```
 
 pub mod config;
+pub mod gelu;
 pub mod load;
 pub mod model;
 

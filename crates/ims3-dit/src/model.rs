@@ -21,6 +21,7 @@ use burn::tensor::FloatDType;
 use burn::tensor::activation::{silu, softmax};
 
 use crate::config::DiTConfig;
+pub use crate::gelu::gelu_tanh;
 
 /// The dtype a DiT's weights are held and computed in (`--dtype`). f32 is the default and the
 /// parity reference; bf16 halves the weights' memory and runs the GPU's bf16 tensor cores
@@ -289,79 +290,6 @@ impl Mlp {
     }
 }
 
-/// GELU with the tanh approximation (`nn.GELU(approximate="tanh")`):
-/// `0.5 x (1 + tanh(u))` with `u = sqrt(2/pi) (x + 0.044715 x^3)`, computed as the identical
-/// `x / (1 + exp(-2u))` (since `(1 + tanh u) / 2 = sigmoid(2u)`; for u -> -inf the exp overflows
-/// to inf and the quotient is a signed zero, as it should be). Same function as burn's
-/// `gelu_approximate`, but `x^3` as two products (as PyTorch's kernel does) instead of `powf`,
-/// and one `exp` instead of `tanh`: on the CPU backend libm's `powf` and `tanhf` were a fifth of
-/// a DiT forward's time (`benches/NOTES-cpu.md`).
-///
-/// The exponent is capped at 80 (`exp(80)` ~ 5.5e34, finite in f32 and bf16): past it the value is
-/// below 1e-33 either way, but an infinite `exp` made the backward `0 * inf = NaN` for every
-/// pre-activation below about -9.6 (one such unit in a pixel DiT's pretraining turned all its
-/// weights to NaN in one step). Capped, the gradient there is 0, as the exact derivative is to f32.
-///
-/// On Flex, in f32 and outside autodiff (sampling, no-grad forwards), the same operations run
-/// fused in one pass over the values (`gelu_tanh_flex`): the same bits, without the ten passes
-/// of the composite, each of which Flex runs on one thread.
-pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    #[cfg(feature = "flex")]
-    if let Some(y) = gelu_tanh_flex(&x) {
-        return y;
-    }
-    let x3 = x.clone() * x.clone() * x.clone();
-    let u = (x.clone() + x3 * GELU_A) * SQRT_2_OVER_PI;
-    x / ((u * -2.0).clamp_max(GELU_EXP_CAP).exp() + 1.0)
-}
-
-const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
-const GELU_A: f64 = 0.044715;
-const GELU_EXP_CAP: f64 = 80.0;
-/// Fewest values for which the fused GELU pass is split over rayon's threads.
-#[cfg(feature = "flex")]
-const GELU_PARALLEL_MIN: usize = 1 << 16;
-
-/// `gelu_tanh` of a plain (not autodiff) f32 Flex tensor, value by value with the composite's
-/// operations in its order and precision (Flex rounds each scalar to f32, and its `exp` is
-/// `f32::exp`), so bit-identical to it (`fused_gelu_tanh_is_bit_identical`); None elsewhere.
-#[cfg(feature = "flex")]
-fn gelu_tanh_flex<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
-    use burn::backend::Flex;
-    use burn::backend::flex::FlexTensor;
-    use burn::tensor::{DType, TensorData};
-    use rayon::prelude::*;
-
-    if x.device().gradient_checkpointing_strategy().is_some() || x.dtype() != DType::F32 {
-        return None;
-    }
-    let p = x.clone().try_into_primitive::<Flex>().ok()?;
-    let p = if p.as_slice::<f32>().is_some() { p } else { p.to_contiguous() };
-    let values = p.as_slice::<f32>()?;
-    let (a, c, cap) = (GELU_A as f32, SQRT_2_OVER_PI as f32, GELU_EXP_CAP as f32);
-    let gelu = |dst: &mut [std::mem::MaybeUninit<f32>], src: &[f32]| {
-        for (d, &x) in dst.iter_mut().zip(src) {
-            let u = (x + x * x * x * a) * c;
-            let v = u * -2.0;
-            // clamp_max as Flex does it: NaN passes through.
-            let v = if v.is_nan() || v < cap { v } else { cap };
-            d.write(x / (v.exp() + 1.0));
-        }
-    };
-    let mut out = Vec::with_capacity(values.len());
-    let dst = &mut out.spare_capacity_mut()[..values.len()];
-    // Small tensors (sampling at a few tokens) and one thread: on this thread, since handing the
-    // work to rayon's pool cost more than it saved there (`results/bench/cpu-gelu-fused.json`).
-    if values.len() < GELU_PARALLEL_MIN || rayon::current_num_threads() == 1 {
-        gelu(dst, values);
-    } else {
-        dst.par_chunks_mut(1 << 14).zip(values.par_chunks(1 << 14)).for_each(|(d, s)| gelu(d, s));
-    }
-    // SAFETY: the chunks cover 0..len and each wrote all of its values.
-    unsafe { out.set_len(values.len()) };
-    let shape = p.layout().shape().to_vec();
-    Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(TensorData::new(out, shape))))
-}
 
 /// A DiT block with adaLN-Zero conditioning and the block-level Difffit scales `gamma1`,
 /// `gamma2` [D] (present in blocks `0..gamma_blocks`).
@@ -654,77 +582,6 @@ impl DiTConfig {
             in_channels: self.in_channels,
             out_channels: self.out_channels(),
             patch_size: p,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The fused pass gives the composite's bits.
-    #[test]
-    fn fused_gelu_tanh_is_bit_identical() {
-        // Against the composite's operations on an autodiff device, where the fused pass does not
-        // run; values from the test below, random normals, a non-contiguous view and NaN.
-        let device = Device::flex();
-        let mut xs: Vec<f32> = (-400..=400).map(|i| i as f32 * 0.025).chain([-1e4, -200.0, -88.0, -9.7, 88.0, 200.0, 1e4, f32::NAN]).collect();
-        xs.extend(Tensor::<1>::random([4096], burn::tensor::Distribution::Normal(0.0, 3.0), &device).into_data().try_to_vec::<f32>().unwrap());
-        let plain = Tensor::<2>::from_data(TensorData::new(xs.clone(), [xs.len() / 5, 5]), &device);
-        let tracked = Tensor::<2>::from_data(TensorData::new(xs.clone(), [xs.len() / 5, 5]), &device.clone().autodiff());
-        assert!(gelu_tanh_flex(&plain).is_some(), "plain f32 Flex takes the fused pass");
-        assert!(gelu_tanh_flex(&tracked).is_none(), "autodiff keeps the composite (its backward)");
-        for (fused, composite) in [
-            (gelu_tanh(plain.clone()), gelu_tanh(tracked.clone())),
-            (gelu_tanh(plain.clone().swap_dims(0, 1)), gelu_tanh(tracked.clone().swap_dims(0, 1))),
-        ] {
-            let (f, c) = (fused.into_data().try_to_vec::<f32>().unwrap(), composite.into_data().try_to_vec::<f32>().unwrap());
-            assert_eq!(f.len(), c.len());
-            for (i, (a, b)) in f.iter().zip(&c).enumerate() {
-                assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "value {i}: fused {a}, composite {b}");
-            }
-        }
-    }
-
-    /// `gelu_tanh` is the tanh-approximated GELU: against burn's `gelu_approximate` and against the
-    /// formula in f64, over the range a network sees plus both tails (where naive forms give NaN).
-    #[test]
-    fn gelu_tanh_is_the_tanh_approximation() {
-        let device = Device::flex();
-        let xs: Vec<f32> = (-400..=400).map(|i| i as f32 * 0.025).chain([-1e4, -200.0, -88.0, 88.0, 200.0, 1e4]).collect();
-        let ours = gelu_tanh(Tensor::<1>::from_floats(xs.as_slice(), &device)).into_data().try_to_vec::<f32>().unwrap();
-        let burns = burn::tensor::activation::gelu_approximate(Tensor::<1>::from_floats(xs.as_slice(), &device)).into_data().try_to_vec::<f32>().unwrap();
-        for ((&x, &o), &b) in xs.iter().zip(&ours).zip(&burns) {
-            let x64 = x as f64;
-            let exact = 0.5 * x64 * (1.0 + ((2.0f64 / std::f64::consts::PI).sqrt() * (x64 + 0.044715 * x64.powi(3))).tanh());
-            assert!(o.is_finite(), "gelu_tanh({x}) = {o}");
-            assert!((o as f64 - exact).abs() <= 1e-6 * exact.abs().max(1.0), "gelu_tanh({x}) = {o}, exact {exact}");
-            if b.is_finite() {
-                assert!((o - b).abs() <= 1e-6 * b.abs().max(1.0), "gelu_tanh({x}) = {o}, burn {b}");
-            }
-        }
-        assert!(ours[xs.len() - 6].abs() < 1e-30, "large negative inputs give (almost) zero");
-        assert_eq!(*ours.last().unwrap(), 1e4, "large positive inputs give x");
-    }
-
-    /// The gradient of `gelu_tanh` is finite everywhere and equals the derivative of the formula
-    /// (computed in f64) to 1e-5: in particular in the far negative tail, where an overflowing
-    /// `exp` once gave NaN gradients although the value was a clean zero.
-    #[test]
-    fn gelu_tanh_gradient_is_finite_in_both_tails() {
-        let device = Device::flex().autodiff();
-        let xs: Vec<f32> = (-200..=200).map(|i| i as f32 * 0.1).chain([-1e4, -200.0, -50.0, -12.0, -9.7, -9.5, 50.0, 200.0, 1e4]).collect();
-        let x = Tensor::<1>::from_floats(xs.as_slice(), &device).require_grad();
-        let grads = gelu_tanh(x.clone()).sum().backward();
-        let g = x.grad(&grads).expect("x requires grad").into_data().try_to_vec::<f32>().unwrap();
-        let c = (2.0f64 / std::f64::consts::PI).sqrt();
-        for (&x, &g) in xs.iter().zip(&g) {
-            let x = x as f64;
-            let u = c * (x + 0.044715 * x.powi(3));
-            let t = u.tanh();
-            let exact = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * c * (1.0 + 3.0 * 0.044715 * x * x);
-            assert!(g.is_finite(), "d gelu_tanh / dx at {x} = {g}");
-            assert!((g as f64 - exact).abs() <= 1e-5, "d gelu_tanh / dx at {x} = {g}, exact {exact}");
         }
     }
 }
