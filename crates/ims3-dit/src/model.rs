@@ -63,10 +63,27 @@ pub fn in_dtype<const D: usize>(p: &Param<Tensor<D>>, dtype: burn::tensor::DType
 
 /// `x W^T + b` in the weight's dtype (`x` and the bias cast to it): burn's `Linear::forward`,
 /// for a bias that may be held in f32 beside a bf16 weight.
+///
+/// [N, T, D] inputs are multiplied as one [N*T, D] matrix: burn broadcasts the weight over N
+/// otherwise, which on Flex is N products of T rows, each packing the whole weight again (at
+/// sampling's 16 tokens the packing cost as much as the products), and under autodiff its weight
+/// gradient is N products summed. The output and the input gradient keep their bits; the weight
+/// gradient is one product over N*T rows, rounded differently (`flattened_linear_...` in
+/// `tests/model.rs`).
 pub fn linear<const D: usize>(l: &Linear, x: Tensor<D>) -> Tensor<D> {
     let w = l.weight.val();
     let dtype = FloatDType::from(w.dtype());
-    burn::tensor::module::linear(x.cast(dtype), w, l.bias.as_ref().map(|b| b.val().cast(dtype)))
+    let bias = l.bias.as_ref().map(|b| b.val().cast(dtype));
+    let dims = x.dims();
+    if D <= 2 {
+        return burn::tensor::module::linear(x.cast(dtype), w, bias);
+    }
+    let d_in = dims[D - 1];
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let y = burn::tensor::module::linear(x.cast(dtype).reshape([rows, d_in]), w, bias);
+    let mut out = dims;
+    out[D - 1] = y.dims()[1];
+    y.reshape(out)
 }
 
 /// `x * (1 + scale) + shift`, with `shift`, `scale`: [N, D] broadcast over tokens.

@@ -264,3 +264,50 @@ fn bf16_weights_track_the_f32_model() {
     assert!(err < 0.02, "bf16 sampling: {err}");
     assert!(other_seed > 10.0 * err, "another seed differs by only {other_seed}");
 }
+
+/// `ims3_dit::model::linear` multiplies [N, T, D] inputs as one [N*T, D] matrix. Against burn's
+/// broadcast product at the shapes of DiT-S sampling, the IM step and the Fashion-MNIST DiT, at
+/// one and two threads: the output has the same bits on a plain device, and under autodiff the
+/// output and dx have the same bits while dW and db (one product over N*T rows instead of N
+/// products summed) are within 1e-5 of their largest value (f32 rounding of sums of at most 512
+/// terms here).
+#[test]
+fn flattened_linear_keeps_the_output_bits() {
+    use burn::nn::LinearConfig;
+    use burn::tensor::Distribution;
+    let bits = |t: Tensor<3>| t.into_data().to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            for device in [Device::flex(), Device::flex().autodiff()] {
+                device.seed(1);
+                for (n, t, d, o) in [(4usize, 16usize, 384usize, 1152usize), (8, 64, 384, 1536), (4, 16, 1536, 384), (2, 49, 128, 512)] {
+                    let l = LinearConfig::new(d, o).init(&device);
+                    let tracked = device.gradient_checkpointing_strategy().is_some();
+                    let mut x = Tensor::<3>::random([n, t, d], Distribution::Normal(0.0, 1.0), &device);
+                    if tracked {
+                        x = x.require_grad();
+                    }
+                    let ours = ims3_dit::model::linear(&l, x.clone());
+                    let broadcast = burn::tensor::module::linear(x.clone(), l.weight.val(), l.bias.as_ref().map(|b| b.val()));
+                    assert_eq!(bits(ours.clone()), bits(broadcast.clone()), "{n}x{t}x{d}->{o}: output bits");
+                    if !tracked {
+                        continue;
+                    }
+                    let r = Tensor::<3>::random([n, t, o], Distribution::Normal(0.0, 1.0), &device);
+                    let (g1, g2) = ((ours * r.clone()).sum().backward(), (broadcast * r).sum().backward());
+                    assert_eq!(bits(x.grad(&g1).unwrap()), bits(x.grad(&g2).unwrap()), "{n}x{t}x{d}->{o}: dx bits");
+                    let (w1, w2) = (l.weight.grad(&g1).unwrap(), l.weight.grad(&g2).unwrap());
+                    let scale = w2.clone().abs().max().into_scalar::<f32>();
+                    let dw = (w1 - w2).abs().max().into_scalar::<f32>() / scale;
+                    assert!(dw <= 1e-5, "{n}x{t}x{d}->{o}: dW off by {dw}");
+                    let b = l.bias.as_ref().unwrap();
+                    let (b1, b2) = (b.grad(&g1).unwrap(), b.grad(&g2).unwrap());
+                    let scale = b2.clone().abs().max().into_scalar::<f32>();
+                    let db = (b1 - b2).abs().max().into_scalar::<f32>() / scale;
+                    assert!(db <= 1e-5, "{n}x{t}x{d}->{o}: db off by {db}");
+                }
+            }
+        });
+    }
+}
