@@ -55,7 +55,8 @@ pub(crate) mod flex {
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2d;
     use burn::prelude::*;
-    use burn::tensor::{DType, TensorData};
+    use burn::tensor::TensorData;
+    use crate::flex_tensor::{f32_contiguous, slice, tensor};
     use rayon::prelude::*;
     use std::cell::RefCell;
     use std::mem::MaybeUninit;
@@ -172,22 +173,6 @@ pub(crate) mod flex {
             OpsKind::Tracked(prep) => prep.finish(state, y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
-    }
-
-    /// The tensor as a contiguous f32 buffer from offset 0, or None for another dtype.
-    fn f32_contiguous(t: FlexTensor) -> Option<FlexTensor> {
-        if t.dtype() != DType::F32 {
-            return None;
-        }
-        Some(if t.as_slice::<f32>().is_some() { t } else { t.to_contiguous() })
-    }
-
-    fn slice(t: &FlexTensor) -> &[f32] {
-        t.as_slice::<f32>().expect("contiguous f32 (f32_contiguous)")
-    }
-
-    fn tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
-        FlexTensor::from_data(TensorData::new(values, shape.to_vec()))
     }
 
     /// Backward step: parents (x, W) or (x, W, b); state (x, W), both contiguous f32.

@@ -49,7 +49,8 @@ pub(crate) mod flex {
     use burn::backend::{Autodiff, Flex, GradientCheckpointingStrategy};
     use burn::nn::GroupNorm;
     use burn::prelude::*;
-    use burn::tensor::{DType, TensorData};
+    use burn::tensor::TensorData;
+    use crate::flex_tensor::{f32_contiguous, slice, tensor};
     use rayon::prelude::*;
 
     /// Sizes of one norm: input [n, c, m] (m = H*W), the norm's eps and whether a ReLU follows.
@@ -289,23 +290,9 @@ pub(crate) mod flex {
         (want_dx.then_some(dx), dgamma, dbeta)
     }
 
-    fn f32_contiguous(t: FlexTensor) -> Option<FlexTensor> {
-        if t.dtype() != DType::F32 {
-            return None;
-        }
-        Some(if t.as_slice::<f32>().is_some() { t } else { t.to_contiguous() })
-    }
-
-    fn slice(t: &FlexTensor) -> &[f32] {
-        t.as_slice::<f32>().expect("contiguous f32 (f32_contiguous)")
-    }
-
+    /// A parameter's values (gamma, beta) as a vector, or None for another dtype.
     fn to_vec(t: FlexTensor) -> Option<Vec<f32>> {
         Some(slice(&f32_contiguous(t)?).to_vec())
-    }
-
-    fn tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
-        FlexTensor::from_data(TensorData::new(values, shape.to_vec()))
     }
 }
 

@@ -12,6 +12,8 @@
 
 pub mod conv3x3;
 pub mod convnet;
+#[cfg(feature = "flex")]
+mod flex_tensor;
 pub mod instance_norm;
 pub mod load;
 pub mod norm;
