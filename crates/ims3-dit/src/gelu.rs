@@ -97,26 +97,29 @@ mod flex {
         if v < CAP { s + x * (e * s) * s * (2.0 * C) * (1.0 + 3.0 * A * x * x) } else { s }
     }
 
-    /// `f` of each value of `src` into a new vector, on rayon's threads from [`PARALLEL_MIN`] up.
-    fn map(src: &[f32], f: impl Fn(&mut [MaybeUninit<f32>], &[f32]) + Sync) -> Vec<f32> {
-        let mut out = Vec::with_capacity(src.len());
-        let dst = &mut out.spare_capacity_mut()[..src.len()];
-        if src.len() < PARALLEL_MIN || rayon::current_num_threads() == 1 {
-            f(dst, src);
+    /// `f(a_i, b_i)` of two equally long inputs into a new vector, on rayon's threads from
+    /// [`PARALLEL_MIN`] values up.
+    fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+        assert_eq!(a.len(), b.len());
+        let pass = |dst: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32]| {
+            for ((d, &a), &b) in dst.iter_mut().zip(a).zip(b) {
+                d.write(f(a, b));
+            }
+        };
+        let mut out = Vec::with_capacity(a.len());
+        let dst = &mut out.spare_capacity_mut()[..a.len()];
+        if a.len() < PARALLEL_MIN || rayon::current_num_threads() == 1 {
+            pass(dst, a, b);
         } else {
-            dst.par_chunks_mut(1 << 14).zip(src.par_chunks(1 << 14)).for_each(|(d, s)| f(d, s));
+            dst.par_chunks_mut(1 << 14).zip(a.par_chunks(1 << 14)).zip(b.par_chunks(1 << 14)).for_each(|((d, a), b)| pass(d, a, b));
         }
-        // SAFETY: the chunks cover 0..len and `f` writes every value of its chunk.
-        unsafe { out.set_len(src.len()) };
+        // SAFETY: the chunks cover 0..len and `pass` writes every value of its chunk.
+        unsafe { out.set_len(a.len()) };
         out
     }
 
     fn forward(x: &[f32]) -> Vec<f32> {
-        map(x, |dst, src| {
-            for (d, &x) in dst.iter_mut().zip(src) {
-                d.write(value(x));
-            }
-        })
+        zip_map(x, x, |x, _| value(x))
     }
 
     fn f32_contiguous(t: FlexTensor) -> Option<FlexTensor> {
@@ -177,22 +180,7 @@ mod flex {
             let Some(node) = px else { return };
             let x = ops.state;
             let shape = x.layout().shape().to_vec();
-            let (x, dy) = (slice(&x), slice(&dy));
-            // dx = dy * slope(x), in chunks of x with the matching chunks of dy.
-            let mut dx = Vec::with_capacity(x.len());
-            let dst = &mut dx.spare_capacity_mut()[..x.len()];
-            let pass = |d: &mut [MaybeUninit<f32>], x: &[f32], dy: &[f32]| {
-                for ((d, &x), &g) in d.iter_mut().zip(x).zip(dy) {
-                    d.write(g * slope(x));
-                }
-            };
-            if x.len() < PARALLEL_MIN || rayon::current_num_threads() == 1 {
-                pass(dst, x, dy);
-            } else {
-                dst.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).zip(dy.par_chunks(1 << 14)).for_each(|((d, x), g)| pass(d, x, g));
-            }
-            // SAFETY: the chunks cover 0..len and `pass` writes every value of its chunk.
-            unsafe { dx.set_len(x.len()) };
+            let dx = zip_map(slice(&x), slice(&dy), |x, g| g * slope(x));
             grads.register::<Flex>(node.id, tensor(dx, shape));
         }
     }

@@ -68,8 +68,8 @@ pub fn in_dtype<const D: usize>(p: &Param<Tensor<D>>, dtype: burn::tensor::DType
 /// otherwise, which on Flex is N products of T rows, each packing the whole weight again (at
 /// sampling's 16 tokens the packing cost as much as the products), and under autodiff its weight
 /// gradient is N products summed. The output and the input gradient keep their bits; the weight
-/// gradient is one product over N*T rows, rounded differently (`flattened_linear_...` in
-/// `tests/model.rs`).
+/// gradient is one product over N*T rows, rounded differently
+/// (`flattened_linear_keeps_the_output_bits` in `tests/model.rs`).
 pub fn linear<const D: usize>(l: &Linear, x: Tensor<D>) -> Tensor<D> {
     let w = l.weight.val();
     let dtype = FloatDType::from(w.dtype());
@@ -306,7 +306,6 @@ impl Mlp {
         linear(&self.fc2, gelu_tanh(linear(&self.fc1, x)))
     }
 }
-
 
 /// A DiT block with adaLN-Zero conditioning and the block-level Difffit scales `gamma1`,
 /// `gamma2` [D] (present in blocks `0..gamma_blocks`).
