@@ -4,7 +4,8 @@
 # arm: the first IPC candidates of each class, as `ims3 select --groups 1` keeps them), then
 # ConvNet-3 width 128 trained as the job's evaluation (100 epochs, batch 32, lr 0.01, seed 0)
 # and tested on the held-out validation folder (given as --val and --test). Writes
-# <work>/summary.md; finished settings are skipped on a rerun.
+# <work>/summary.md; finished settings are skipped on a rerun. For a latent DiT (`pretrain
+# --vae`), set VAE=<train-vae folder>: samples are decoded through it.
 #
 # usage: scripts/fmnist-sampling-choices.sh <ims3> <dit.safetensors> <encoder.safetensors> \
 #          <data dir with fit/ and validation/ from the job's data stage> <work dir> [setting ...]
@@ -22,7 +23,7 @@ prepare() {
   IFS=: read -r c s m sd <<< "$1"; local P; P=$(dir_of "$1")
   [ -e "$P/sel/final_distilled/train" ] && return 0
   mkdir -p "$P"
-  RAYON_NUM_THREADS=2 "$B" --device cpu sample --dit "$DIT" --dataset fashion-mnist --per-class 10 --cfg-scale "$c" --steps "$s" --sampler "$m" --seed "${sd:-0}" --out "$P/cands" > "$P/sample.log" 2>&1
+  RAYON_NUM_THREADS=2 "$B" --device cpu sample --dit "$DIT" --dataset fashion-mnist --per-class 10 --cfg-scale "$c" --steps "$s" --sampler "$m" --seed "${sd:-0}" ${VAE:+--vae "$VAE"} --out "$P/cands" > "$P/sample.log" 2>&1
   RAYON_NUM_THREADS=2 "$B" --device cpu select --candidates "$P/cands" --encoder "$ENC" --real-idx "$DATA/fit" --groups 1 --ipc 10 --out "$P/sel" > "$P/select.log" 2>&1
 }
 evaluate() {
@@ -38,7 +39,7 @@ wait
 {
   echo "# Sampling settings on the validation split"
   echo
-  echo "Plain-DiT IPC-10 set from \`$(basename "$DIT")\`, ConvNet-3 width 128 (seed 0), top-1 on the 2,500 held-out validation images. Produced by \`scripts/fmnist-sampling-choices.sh\`."
+  echo "Plain-DiT IPC-10 set from \`$(basename "$DIT")\`${VAE:+ (latents decoded by the VAE in \`$VAE\`)}, ConvNet-3 width 128 (seed 0), top-1 on the 2,500 held-out validation images. Produced by \`scripts/fmnist-sampling-choices.sh\`."
   echo
   echo "| CFG | steps | sampler | sampling seed | validation top-1 (final epoch) | best (epoch) |"
   echo "|---|---|---|---|---|---|"

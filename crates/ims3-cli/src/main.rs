@@ -12,7 +12,7 @@ mod config_file;
 mod figures;
 mod pipeline;
 
-use commands::{convert, drift, eval, fetch, finetune, info, pretrain, sample, select, train_encoder};
+use commands::{convert, drift, eval, fetch, finetune, info, pretrain, sample, select, train_encoder, train_vae};
 
 #[derive(Parser, Debug)]
 #[command(name = "ims3", version, about = "IMS3 dataset distillation (Inversion-Matching + Selective Subgroup Sampling) in Rust")]
@@ -61,6 +61,10 @@ pub enum Command {
     /// (Fashion-MNIST), the stand-in for the ImageNet ResNet-18 of S3; reports its test top-1
     /// and writes one safetensors file (config and training record in the header).
     TrainEncoder(train_encoder::Args),
+    /// Train a small AutoencoderKL from scratch on an IDX training set (Fashion-MNIST), the
+    /// stand-in for sd-vae-ft-ema: writes a hub folder (config.json with the fitted
+    /// scaling_factor, diffusion_pytorch_model.safetensors) that the latent commands read.
+    TrainVae(train_vae::Args),
     /// Download the official assets (DiT-XL/2, sd-vae-ft-ema, torchvision ResNet-18, fast.ai
     /// ImageWoof/ImageNette, Fashion-MNIST) into the cache with checksum checks; resumes
     /// partial downloads; unpacks the .tgz datasets. Without names: lists the assets.
@@ -115,6 +119,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval::run(a, device),
         Command::Pretrain(a) => pretrain::run(a, device),
         Command::TrainEncoder(a) => train_encoder::run(a, device),
+        Command::TrainVae(a) => train_vae::run(a, device),
         Command::Fetch(a) => fetch::run(a),
         Command::Reproduce(a) => pipeline::run(a, device),
         Command::Plan(a) => pipeline::plan::run(a, device),

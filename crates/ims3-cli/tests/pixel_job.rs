@@ -53,6 +53,25 @@ fn ok(out: std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// A tiny `pixel-ablation` recipe over the generated data (a latent DiT's when `vae` is given).
+fn recipe_text(dit: &Path, enc: &Path, idx: &Path, vae: Option<&Path>) -> String {
+    let vae = vae.map(|v| format!("vae = \"{}\"\n", v.display())).unwrap_or_default();
+    format!(
+        "name = \"job\"\nkind = \"pixel-ablation\"\ndataset = \"fashion-mnist\"\nipc = 2\n\
+         [assets]\ndit = \"{}\"\nencoder = \"{}\"\nidx = \"{}\"\n{vae}\
+         [data]\nvalidation_per_class = 2\nfinetune_per_class = 3\n\
+         [train]\nbatch_size = 4\nmax_steps = 2\nema_decay = 0.5\n\
+         [sample]\nsteps = \"3\"\nbatch = 4\n\
+         [select]\ngroups = 2\nreal_max = 5\n\
+         [eval]\nnet = \"convnet3\"\nwidth = 4\nepochs = 2\nbatch = 8\nlr = 0.01\nseeds = [0, 1]\neval_every = 1\nparallel = 2\n\
+         [report]\nreal_per_class = 8\nk = 2\n\
+         [[literature]]\nmethod = \"DSA\"\ntop1 = \"84.6 +- 0.3\"\nsource = \"a paper, Table 1\"\n",
+        dit.display(),
+        enc.display(),
+        idx.display()
+    )
+}
+
 #[test]
 fn pixel_ablation_job_runs_end_to_end_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -75,20 +94,7 @@ fn pixel_ablation_job_runs_end_to_end_and_resumes() {
     ok(out);
 
     let recipe = d.join("job.toml");
-    let text = format!(
-        "name = \"job\"\nkind = \"pixel-ablation\"\ndataset = \"fashion-mnist\"\nipc = 2\n\
-         [assets]\ndit = \"{}\"\nencoder = \"{}\"\nidx = \"{}\"\n\
-         [data]\nvalidation_per_class = 2\nfinetune_per_class = 3\n\
-         [train]\nbatch_size = 4\nmax_steps = 2\nema_decay = 0.5\n\
-         [sample]\nsteps = \"3\"\nbatch = 4\n\
-         [select]\ngroups = 2\nreal_max = 5\n\
-         [eval]\nnet = \"convnet3\"\nwidth = 4\nepochs = 2\nbatch = 8\nlr = 0.01\nseeds = [0, 1]\neval_every = 1\nparallel = 2\n\
-         [report]\nreal_per_class = 8\nk = 2\n\
-         [[literature]]\nmethod = \"DSA\"\ntop1 = \"84.6 +- 0.3\"\nsource = \"a paper, Table 1\"\n",
-        dit_dir.join("model.safetensors").display(),
-        enc.display(),
-        idx.display()
-    );
+    let text = recipe_text(&dit_dir.join("model.safetensors"), &enc, &idx, None);
     std::fs::write(&recipe, &text).unwrap();
     let (runs, results) = (d.join("runs"), d.join("results"));
     let reproduce = |r: &Path| ims3().arg("reproduce").arg(r).arg("--run-dir").arg(&runs).arg("--results").arg(&results).output().unwrap();
@@ -286,4 +292,57 @@ fn builtin_fashion_mnist_recipe_is_listed() {
     let out = ims3().args(["reproduce", "--list"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("fashion-mnist-ipc10"), "{text}");
+}
+
+/// The same job with a latent DiT: `train-vae` (a small AutoencoderKL on the IDX images), a DiT
+/// pretrained on its latents (`pretrain --vae`, which keeps to that VAE on a rerun), and the
+/// recipe's `assets.vae`: fine-tuning on latents, samples decoded to grey images.
+#[test]
+fn latent_ablation_job_runs_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let idx = d.join("idx");
+    std::fs::create_dir_all(&idx).unwrap();
+    make_split(&idx, "train", 8, 0);
+    make_split(&idx, "t10k", 3, 5);
+    let vae = d.join("vae");
+    let out = ims3().args(["train-vae", "--channels", "8,8,8", "--groups", "4", "--latent-channels", "4", "--epochs", "1", "--batch", "16", "--idx"]).arg(&idx).arg("--out").arg(&vae).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("scaling_factor"), "{out:?}");
+    ok(out);
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(vae.join("config.json")).unwrap()).unwrap();
+    assert_eq!((cfg["in_channels"].as_u64(), cfg["latent_channels"].as_u64()), (Some(1), Some(4)));
+    assert!(cfg["scaling_factor"].as_f64().unwrap() > 0.0);
+    let dit_dir = d.join("pt");
+    let pretrain = |vae: Option<&Path>, steps: &str| {
+        let mut c = ims3();
+        c.args(["pretrain", "--hidden", "32", "--depth", "2", "--heads", "2", "--patch", "1", "--batch", "8", "--steps", steps, "--idx"]).arg(&idx).arg("--out").arg(&dit_dir);
+        if let Some(v) = vae {
+            c.arg("--vae").arg(v);
+        }
+        c.output().unwrap()
+    };
+    let stderr = ok(pretrain(Some(&vae), "2"));
+    assert!(stderr.contains("on 80 latents 4x7x7"), "{stderr}");
+    // The run folder keeps to its VAE: resuming without it is refused.
+    let r = pretrain(None, "3");
+    assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("vae.json"), "{}", String::from_utf8_lossy(&r.stderr));
+    let enc = d.join("enc.safetensors");
+    ok(ims3().args(["train-encoder", "--width", "8", "--epochs", "1", "--batch", "16", "--idx"]).arg(&idx).arg("--out").arg(&enc).output().unwrap());
+
+    let recipe = d.join("latent.toml");
+    std::fs::write(&recipe, recipe_text(&dit_dir.join("model.safetensors"), &enc, &idx, Some(&vae))).unwrap();
+    let (runs, results) = (d.join("runs"), d.join("results"));
+    ok(ims3().arg("reproduce").arg(&recipe).arg("--run-dir").arg(&runs).arg("--results").arg(&results).output().unwrap());
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(runs.join("finetune/run.json")).unwrap()).unwrap();
+    assert_eq!(run["vae"].as_str(), Some(vae.display().to_string().as_str()));
+    assert_eq!(run["dit_config"]["in_channels"].as_u64(), Some(4));
+    // Decoded candidates are 28x28 grey images (the one channel repeated).
+    let cands = ims3_s3::pipeline::read_candidates(&runs.join("candidates-im"), "9-ankle-boot").unwrap();
+    assert_eq!(cands.len(), 4);
+    let plane = 28 * 28;
+    assert!(cands.iter().all(|c| c.width == 28 && c.height == 28 && c.data[..plane] == c.data[plane..2 * plane] && c.data[..plane] == c.data[2 * plane..]));
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(results.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["inputs"]["vae"]["sha256"].as_str().map(str::len), Some(64), "{manifest}");
+    let md = std::fs::read_to_string(results.join("results.md")).unwrap();
+    assert!(md.contains("| IMS3 (IM + S3) |"), "{md}");
 }

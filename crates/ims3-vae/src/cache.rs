@@ -112,17 +112,47 @@ impl LatentCache {
                 }
             }
             if kept > 0 {
-                let x = Tensor::<1>::from_floats(pixels.as_slice(), device).reshape([2 * kept, 3, s, s]);
-                let post = vae.encode(x);
-                let [_, c, h, w] = post.mean.dims();
-                shape = [c, h, w];
-                mean.extend(post.mean.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32"));
-                std.extend(post.std.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32"));
+                shape = encode_into(vae, &pixels, [2 * kept, 3, s, s], &mut mean, &mut std, device);
             }
             pb.inc(chunk.len() as u64);
         }
         pb.finish_and_clear();
         Ok(Self { labels, files: names, shape, mean, std, inputs_hash: hash, skipped })
+    }
+
+    /// Encodes images held in memory (e.g. an IDX split), each as it is and flipped,
+    /// `opts.batch` at a time; `labels` has one label per image, `source` names them (item `i`
+    /// is `<source>#<i>`) and `inputs_hash` identifies them.
+    pub fn encode_images(
+        vae: &AutoencoderKL,
+        images: &crate::ImageSet,
+        labels: Vec<i64>,
+        source: &str,
+        inputs_hash: String,
+        opts: &CacheOptions,
+        device: &Device,
+    ) -> Self {
+        let [c, h, w] = images.shape;
+        let per = c * h * w;
+        let n = labels.len();
+        assert_eq!(images.len(), n, "encode_images: one label per image");
+        let pb = ims3_util::progress_bar(n as u64, "vae-encode", opts.show_progress);
+        let (mut mean, mut std, mut shape) = (vec![], vec![], [0usize; 3]);
+        for chunk in images.values.chunks(opts.batch.max(1) * per) {
+            let b = chunk.len() / per;
+            let mut pixels = Vec::with_capacity(2 * chunk.len());
+            for item in chunk.chunks(per) {
+                pixels.extend_from_slice(item);
+                for row in item.chunks(w) {
+                    pixels.extend(row.iter().rev());
+                }
+            }
+            shape = encode_into(vae, &pixels, [2 * b, c, h, w], &mut mean, &mut std, device);
+            pb.inc(b as u64);
+        }
+        pb.finish_and_clear();
+        let files = (0..n).map(|i| format!("{source}#{i}")).collect();
+        Self { labels, files, shape, mean, std, inputs_hash, skipped: vec![] }
     }
 
     pub fn len(&self) -> usize {
@@ -222,4 +252,15 @@ impl LatentCache {
         cache.save(path, &settings)?;
         Ok((cache, true))
     }
+}
+
+/// Encodes `pixels` ([N, C, H, W]) and appends the posterior's mean and std; returns the shape
+/// of one latent.
+fn encode_into(vae: &AutoencoderKL, pixels: &[f32], dims: [usize; 4], mean: &mut Vec<f32>, std: &mut Vec<f32>, device: &Device) -> [usize; 3] {
+    let x = Tensor::<1>::from_floats(pixels, device).reshape(dims);
+    let post = vae.encode(x);
+    let [_, c, h, w] = post.mean.dims();
+    mean.extend(post.mean.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32"));
+    std.extend(post.std.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32"));
+    [c, h, w]
 }

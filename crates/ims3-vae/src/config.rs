@@ -1,9 +1,9 @@
 //! The hub's `config.json` of an `AutoencoderKL`, the fields this port uses.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 pub struct VaeConfig {
     #[serde(default = "d_in")]
     pub in_channels: usize,

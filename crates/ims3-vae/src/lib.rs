@@ -9,8 +9,10 @@ pub mod cache;
 pub mod config;
 pub mod load;
 pub mod model;
+pub mod train;
 
 pub use cache::{CacheError, CacheOptions, ClassFolder, LatentCache};
 pub use config::{ConfigError, ConfigFileError, VaeConfig};
-pub use load::{VaeError, load_vae, load_vae_dir};
+pub use load::{VaeError, load_vae, load_vae_dir, save_vae_dir};
 pub use model::{AutoencoderKL, Posterior};
+pub use train::{ImageSet, VaeEpoch, VaeFitError, VaeFitOptions, VaeLoss, fit_vae, latent_scaling_factor, reconstruction_mse};

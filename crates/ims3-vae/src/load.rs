@@ -67,6 +67,20 @@ pub fn load_vae_dir(dir: impl AsRef<Path>, device: &Device) -> Result<(Autoencod
     Ok((load_vae(weights, &config, device)?, config))
 }
 
+/// Writes a hub folder that [`load_vae_dir`] reads back: `config.json` (with the
+/// `scaling_factor` the model carries) and `diffusion_pytorch_model.safetensors` in diffusers
+/// naming, with `record` (how the weights were made) in its header. Both writes are atomic.
+pub fn save_vae_dir(vae: &AutoencoderKL, config: &VaeConfig, dir: &Path, record: &serde_json::Value) -> Result<(), VaeError> {
+    let config = VaeConfig { scaling_factor: vae.scaling_factor, ..config.clone() };
+    let weights = dir.join("diffusion_pytorch_model.safetensors");
+    let meta = std::collections::BTreeMap::from([("ims3.training".to_string(), record.to_string())]);
+    ims3_weights::save_safetensors(vae, &weights, &KeyMap::default(), &meta)?;
+    let json = serde_json::to_string_pretty(&config).expect("config serialises");
+    ims3_util::atomic_write(&dir.join("config.json"), json.as_bytes())
+        .map_err(|e| WeightsError::Other { path: dir.join("config.json"), why: format!("cannot write: {e}") })?;
+    Ok(())
+}
+
 /// Why a VAE could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum VaeError {

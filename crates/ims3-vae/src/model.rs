@@ -7,6 +7,7 @@ use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::prelude::*;
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::ops::PadMode;
+use ims3_nets::conv3x3::conv2d;
 
 use crate::config::VaeConfig;
 
@@ -44,10 +45,10 @@ impl ResnetBlock2D {
 
     /// [N, C_in, H, W] -> [N, C_out, H, W].
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
-        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let h = conv2d(&self.conv1, silu(self.norm1.forward(x.clone())));
+        let h = conv2d(&self.conv2, silu(self.norm2.forward(h)));
         let shortcut = match &self.conv_shortcut {
-            Some(c) => c.forward(x),
+            Some(c) => conv2d(c, x),
             None => x,
         };
         shortcut + h
@@ -92,7 +93,7 @@ pub struct Downsample2D {
 
 impl Downsample2D {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv.forward(x.pad((0, 1, 0, 1), PadMode::Constant(0.0)))
+        conv2d(&self.conv, x.pad((0, 1, 0, 1), PadMode::Constant(0.0)))
     }
 }
 
@@ -106,7 +107,7 @@ impl Upsample2D {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [n, c, h, w] = x.dims();
         let up = x.reshape([n, c, h, 1, w, 1]).expand([n, c, h, 2, w, 2]).reshape([n, c, 2 * h, 2 * w]);
-        self.conv.forward(up)
+        conv2d(&self.conv, up)
     }
 }
 
@@ -158,7 +159,7 @@ pub struct Encoder {
 impl Encoder {
     /// [N, 3, H, W] in [-1, 1] -> [N, 2 * latent, H/f, W/f] (mean and log-variance).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut x = self.conv_in.forward(x);
+        let mut x = conv2d(&self.conv_in, x);
         for block in &self.down_blocks {
             for r in &block.resnets {
                 x = r.forward(x);
@@ -168,7 +169,7 @@ impl Encoder {
             }
         }
         let x = self.mid_block.forward(x);
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        conv2d(&self.conv_out, silu(self.conv_norm_out.forward(x)))
     }
 }
 
@@ -184,7 +185,7 @@ pub struct Decoder {
 impl Decoder {
     /// [N, latent, h, w] -> [N, 3, h f, w f].
     pub fn forward(&self, z: Tensor<4>) -> Tensor<4> {
-        let mut x = self.mid_block.forward(self.conv_in.forward(z));
+        let mut x = self.mid_block.forward(conv2d(&self.conv_in, z));
         for block in &self.up_blocks {
             for r in &block.resnets {
                 x = r.forward(x);
@@ -193,7 +194,7 @@ impl Decoder {
                 x = u.forward(x);
             }
         }
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        conv2d(&self.conv_out, silu(self.conv_norm_out.forward(x)))
     }
 }
 
@@ -225,7 +226,7 @@ impl AutoencoderKL {
     pub fn encode(&self, x: Tensor<4>) -> Posterior {
         let mut moments = self.encoder.forward(x);
         if let Some(q) = &self.quant_conv {
-            moments = q.forward(moments);
+            moments = conv2d(q, moments);
         }
         let c = moments.dims()[1] / 2;
         let mean = moments.clone().narrow(1, 0, c);
@@ -236,14 +237,15 @@ impl AutoencoderKL {
     /// Decodes unscaled latents to images (nominally [-1, 1], not clamped).
     pub fn decode(&self, z: Tensor<4>) -> Tensor<4> {
         let z = match &self.post_quant_conv {
-            Some(p) => p.forward(z),
+            Some(p) => conv2d(p, z),
             None => z,
         };
         self.decoder.forward(z)
     }
 
     /// Decodes DiT latents (scaled by `scaling_factor`) to host images in [-1, 1] (not
-    /// clamped, as S3 encodes them), `batch` at a time so memory is bounded by the batch.
+    /// clamped, as S3 encodes them), `batch` at a time so memory is bounded by the batch;
+    /// a one-channel decoder's grey plane is repeated into the three.
     pub fn decode_to_images(&self, z: Tensor<4>, batch: usize, show_progress: bool) -> Vec<ims3_images::Rgb> {
         let [n, _, _, _] = z.dims();
         let pb = ims3_util::progress_bar(n as u64, "vae-decode", show_progress);
@@ -254,8 +256,9 @@ impl AutoencoderKL {
             let x = self.decode(self.from_dit_latent(z.clone().narrow(0, start, len)));
             let [_, c, h, w] = x.dims();
             let v: Vec<f32> = x.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
-            for i in 0..len {
-                out.push(ims3_images::Rgb::new(w, h, v[i * c * h * w..(i + 1) * c * h * w].to_vec()));
+            for img in v.chunks(c * h * w) {
+                // A one-channel VAE (the Fashion-MNIST stand-in) gives grey: the plane repeated.
+                out.push(ims3_images::Rgb::new(w, h, if c == 1 { [img, img, img].concat() } else { img.to_vec() }));
             }
             pb.inc(len as u64);
             start += len;

@@ -2,8 +2,9 @@
 //!
 //! Latent DiTs (DiT-XL/2): the dataset folder is checked against its spec and recorded
 //! (`data-manifest.json`), encoded once through the SD-VAE (`latents.safetensors`), and each
-//! step draws posterior samples from that cache. Pixel-space DiTs (`ims3 pretrain`): an IDX
-//! training set held in memory. Both record the run in `run.json`.
+//! step draws posterior samples from that cache. DiTs of `ims3 pretrain`: an IDX training set
+//! held in memory, as pixels or (with a `train-vae` VAE) as latents. Both record the run in
+//! `run.json`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,15 +25,17 @@ pub struct Args {
     /// Pretrained DiT (DiT-XL-2-256x256.pt or any checkpoint `ims3 info` reads).
     #[arg(long)]
     pub dit: PathBuf,
-    /// SD-VAE folder (diffusers layout: config.json + diffusion_pytorch_model.safetensors/.bin).
+    /// SD-VAE folder (diffusers layout: config.json + diffusion_pytorch_model.safetensors/.bin);
+    /// with --idx, a `train-vae` folder.
     #[arg(long, required_unless_present = "idx")]
     pub vae: Option<PathBuf>,
     /// Dataset root holding `<split>/<wnid>/*` (fast.ai archive or a cut from ImageNet).
     #[arg(long, required_unless_present = "idx")]
     pub data: Option<PathBuf>,
-    /// Instead of --data/--vae: an IDX training set (Fashion-MNIST's train-* files) for a
-    /// pixel-space DiT from `ims3 pretrain`; the labels are the IDX labels.
-    #[arg(long, conflicts_with_all = ["data", "vae"])]
+    /// Instead of --data: an IDX training set (Fashion-MNIST's train-* files) for a DiT from
+    /// `ims3 pretrain`, in pixels or, with --vae (a `train-vae` folder), in latents; the labels
+    /// are the IDX labels.
+    #[arg(long, conflicts_with = "data")]
     pub idx: Option<PathBuf>,
     /// Dataset spec: imagewoof, imagenette, imageidc, or a spec .toml.
     #[arg(long, default_value = "imagewoof")]
@@ -96,7 +99,7 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
     let started = Instant::now();
     let cfg = train_config(&a)?;
     match &a.idx {
-        Some(idx) => finetune_pixels(&a, idx, cfg, device, started),
+        Some(idx) => finetune_idx(&a, idx, cfg, device, started),
         None => finetune_latents(&a, cfg, device, started),
     }
 }
@@ -141,29 +144,50 @@ fn train_config(a: &Args) -> Result<TrainConfig> {
     Ok(cfg)
 }
 
-/// IM fine-tuning of a pixel-space DiT on an IDX training set (no VAE, no latent cache).
-fn finetune_pixels(a: &Args, idx: &Path, cfg: TrainConfig, device_spec: &DeviceSpec, started: Instant) -> Result<()> {
-    let data = ims3_im::InMemoryData::from_idx(&ims3_images::idx::IdxSplit::read(idx, "train")?);
+/// IM fine-tuning of a DiT from `ims3 pretrain` on an IDX training set held in memory: its
+/// pixels, or with --vae (a `train-vae` folder) their latents.
+fn finetune_idx(a: &Args, idx: &Path, cfg: TrainConfig, device_spec: &DeviceSpec, started: Instant) -> Result<()> {
+    let pixels = ims3_im::InMemoryData::from_idx(&ims3_images::idx::IdxSplit::read(idx, "train")?);
+    let latents = a.vae.as_deref().map(|dir| idx_latents(dir, &pixels, idx, device_spec)).transpose()?;
+    let data: &dyn TrainData = match &latents {
+        Some((cache, scaling_factor)) => &CachedLatents { cache, scaling_factor: *scaling_factor, relabel: None },
+        None => &pixels,
+    };
     std::fs::create_dir_all(&a.out).with_context(|| format!("{}: cannot create", a.out.display()))?;
     let device = device_spec.open()?.autodiff();
     let (model, report) = ims3_dit::open_dit(&a.dit, None, a.heads, &device)?;
     let mc = &report.config;
+    let space = if latents.is_some() { "latents" } else { "images" };
     ensure!(
-        [mc.in_channels, mc.input_size, mc.input_size] == data.shape,
-        "{}: the DiT takes {}x{}x{} inputs but {} holds {:?} images",
+        [mc.in_channels, mc.input_size, mc.input_size] == data.shape(),
+        "{}: the DiT takes {}x{}x{} inputs but {} holds {space} of {:?}",
         a.dit.display(),
         mc.in_channels,
         mc.input_size,
         mc.input_size,
         idx.display(),
-        data.shape
+        data.shape()
     );
-    let top = data.labels.iter().copied().max().unwrap_or(0);
+    let top = pixels.labels.iter().copied().max().unwrap_or(0);
     ensure!((top as usize) < mc.num_classes, "{}: label {top} but the DiT has {} classes", idx.display(), mc.num_classes);
     let trainable = ims3_im::difffit_trainable_count(&model);
-    eprintln!("finetune: pixel-space DiT on {} images {:?}; Difffit trains {trainable} parameters", data.labels.len(), data.shape);
-    let inputs = serde_json::json!({ "idx": idx.display().to_string() });
-    train_and_record(model, &data, &cfg, a, device_spec, mc, trainable, started, inputs)
+    eprintln!("finetune: DiT on {} {space} {:?}; Difffit trains {trainable} parameters", data.len(), data.shape());
+    let inputs = serde_json::json!({ "idx": idx.display().to_string(), "vae": a.vae.as_ref().map(|v| v.display().to_string()) });
+    train_and_record(model, data, &cfg, a, device_spec, mc, trainable, started, inputs)
+}
+
+/// The VAE latents (each image plain and flipped) of images held in memory, with the VAE's
+/// scaling factor: what a DiT of `ims3 pretrain --vae` learns and is fine-tuned on.
+pub(crate) fn idx_latents(dir: &Path, pixels: &ims3_im::InMemoryData, source: &Path, device: &DeviceSpec) -> Result<(ims3_vae::LatentCache, f64)> {
+    let device = device.open()?;
+    let (vae, cfg) = ims3_vae::load_vae_dir(dir, &device)?;
+    ensure!(cfg.in_channels == pixels.shape[0], "{}: the VAE takes {} channels, the images of {} have {}", dir.display(), cfg.in_channels, source.display(), pixels.shape[0]);
+    let images = ims3_vae::ImageSet { values: &pixels.values, shape: pixels.shape };
+    let opts = ims3_vae::CacheOptions { batch: 500, ..Default::default() };
+    // Encoded afresh by every invocation (deterministic), so never stale.
+    let name = source.display().to_string();
+    let cache = ims3_vae::LatentCache::encode_images(&vae, &images, pixels.labels.clone(), &name, format!("in memory: {name}"), &opts, &device);
+    Ok((cache, cfg.scaling_factor))
 }
 
 /// IM fine-tuning of a latent DiT on a dataset folder, through the SD-VAE latent cache.
@@ -236,12 +260,12 @@ fn finetune_latents(a: &Args, cfg: TrainConfig, device_spec: &DeviceSpec, starte
 /// The SD-VAE latent cache as IM training data: `(mean + std * noise) * scaling_factor`, from
 /// the plain or the flipped encoding (the glue between `ims3-vae` and `ims3-im`, which know
 /// nothing of each other).
-struct CachedLatents<'a> {
-    cache: &'a ims3_vae::LatentCache,
-    scaling_factor: f64,
+pub(crate) struct CachedLatents<'a> {
+    pub cache: &'a ims3_vae::LatentCache,
+    pub scaling_factor: f64,
     /// DiT label per cache label (identity for true ImageNet indices; the folder-index quirk
     /// maps each true index to its folder's position).
-    relabel: Option<BTreeMap<i64, i64>>,
+    pub relabel: Option<BTreeMap<i64, i64>>,
 }
 
 impl TrainData for CachedLatents<'_> {

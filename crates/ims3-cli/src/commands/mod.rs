@@ -13,6 +13,7 @@ pub mod pretrain;
 pub mod sample;
 pub mod select;
 pub mod train_encoder;
+pub mod train_vae;
 
 /// This process's command line, as recorded in outputs.
 pub fn command_line() -> Vec<String> {

@@ -53,11 +53,25 @@ pub struct Args {
     /// folder must name the same file.
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// A VAE folder (`train-vae`): the DiT learns its latents of the images (posterior samples
+    /// times the config's scaling_factor, from each image as it is or flipped, as `finetune
+    /// --vae`) instead of the pixels. The SHA-256 of its weights is kept in <out>/vae.json; a
+    /// rerun in the same folder must name the same VAE.
+    #[arg(long)]
+    pub vae: Option<PathBuf>,
 }
 
 pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
-    let data = ims3_im::InMemoryData::from_idx(&ims3_images::idx::IdxSplit::read(&a.idx, "train")?);
-    let classes = data.labels.iter().copied().max().unwrap_or(0) as usize + 1;
+    let split = ims3_images::idx::IdxSplit::read(&a.idx, "train")?;
+    let pixels = ims3_im::InMemoryData::from_idx(&split);
+    let classes = pixels.labels.iter().copied().max().unwrap_or(0) as usize + 1;
+    let vae_weights = a.vae.as_ref().map(|dir| dir.join("diffusion_pytorch_model.safetensors"));
+    check_recorded(vae_weights.as_deref(), &a.out, "vae.json", "--vae")?;
+    let latents = a.vae.as_deref().map(|dir| super::finetune::idx_latents(dir, &pixels, &a.idx, device)).transpose()?;
+    let data: &dyn TrainData = match &latents {
+        Some((cache, scaling_factor)) => &super::finetune::CachedLatents { cache, scaling_factor: *scaling_factor, relabel: None },
+        None => &pixels,
+    };
     let [c, h, w] = data.shape();
     ensure!(h == w && h % a.patch == 0, "images are {h}x{w}: square and divisible by --patch {} needed", a.patch);
     let cfg = ims3_dit::DiTConfig {
@@ -77,7 +91,7 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
     let device = device.open()?.autodiff();
     // The initial model is a function of the seed, so a resumed run rebuilds the same one.
     device.seed(a.seed);
-    check_init(a.init.as_deref(), &a.out)?;
+    check_recorded(a.init.as_deref(), &a.out, "init.json", "--init")?;
     let model = match &a.init {
         None => cfg.init(&device),
         Some(path) => ims3_dit::load_dit(path, Some(&cfg), None, &device).with_context(|| format!("{}: not a DiT of the requested shape", path.display()))?.0,
@@ -96,8 +110,9 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
     train.optimizer.lr = a.lr;
     train.loss.im = false;
     train.loss.minimax = false;
-    eprintln!("pretrain: DiT hidden {} depth {} patch {} on {} images {c}x{h}x{w}, {classes} classes", a.hidden, a.depth, a.patch, data.len());
-    let (_, out) = ims3_im::train(model.clone(), &data, &train, &a.out, &ims3_im::RunOptions { show_progress: true, stop_after: a.stop_after })?;
+    let space = if a.vae.is_some() { "latents" } else { "images" };
+    eprintln!("pretrain: DiT hidden {} depth {} patch {} on {} {space} {c}x{h}x{w}, {classes} classes", a.hidden, a.depth, a.patch, data.len());
+    let (_, out) = ims3_im::train(model.clone(), data, &train, &a.out, &ims3_im::RunOptions { show_progress: true, stop_after: a.stop_after })?;
     let ck = ims3_im::Checkpoint::read(out.last_checkpoint.as_ref().context("no checkpoint written")?)?;
     let ema = ck.apply_to(model, true)?;
     let path = a.out.join("model.safetensors");
@@ -107,22 +122,23 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
     Ok(())
 }
 
-/// The `--init` weights of a run folder (or their absence) are fixed at its first invocation:
-/// recorded in `<out>/init.json` then, checked on every rerun.
-fn check_init(init: Option<&std::path::Path>, out: &std::path::Path) -> Result<()> {
-    let record = out.join("init.json");
-    match (init, record.exists()) {
+/// Weights a run folder's training depends on (`--init`, the `--vae` whose latents it learns)
+/// are fixed at its first invocation: the file's SHA-256 is recorded in `<out>/<record>` then
+/// and checked on every rerun; `flag` names the option in the messages.
+fn check_recorded(given: Option<&std::path::Path>, out: &std::path::Path, record: &str, flag: &str) -> Result<()> {
+    let record = out.join(record);
+    match (given, record.exists()) {
         (None, false) => {}
-        (None, true) => anyhow::bail!("{}: this run started from other weights; pass the same --init", record.display()),
+        (None, true) => anyhow::bail!("{}: this run was started with {flag}; pass the same {flag}", record.display()),
         (Some(path), true) => {
             let sha = ims3_fetch::sha256_file(path)?;
             let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&record)?).with_context(|| format!("{}: not JSON", record.display()))?;
             let saved_sha = saved["sha256"].as_str().unwrap_or_default();
-            ensure!(saved_sha == sha, "{}: this run started from weights with SHA-256 {saved_sha}, not {} ({sha})", record.display(), path.display());
+            ensure!(saved_sha == sha, "{}: this run was started with {flag} weights of SHA-256 {saved_sha}, not {} ({sha})", record.display(), path.display());
         }
         (Some(path), false) => {
             let started = std::fs::read_dir(out.join("checkpoints")).map(|mut d| d.next().is_some()).unwrap_or(false);
-            ensure!(!started, "{}: this run started from the seeded initialisation, without --init", out.display());
+            ensure!(!started, "{}: this run was started without {flag}", out.display());
             std::fs::create_dir_all(out)?;
             let sha = ims3_fetch::sha256_file(path)?;
             ims3_util::write_json(&record, &serde_json::json!({"path": path.display().to_string(), "sha256": sha}))?;

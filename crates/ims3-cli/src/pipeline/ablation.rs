@@ -2,8 +2,9 @@
 //! `recipes/fashion-mnist-ipc10.toml`): IMS3 and its ablations end to end on a dataset the
 //! package registries ship, on the CPU.
 //!
-//! Inputs: a pixel-space DiT pretrained on the real training set (`ims3 pretrain`) standing in
-//! for DiT-XL/2, a ConvNet classifier trained on it (`ims3 train-encoder`) standing in for the
+//! Inputs: a DiT pretrained on the real training set (`ims3 pretrain`) standing in for
+//! DiT-XL/2, in pixels or (with `assets.vae`, a `train-vae` folder) in a small VAE's latents
+//! as DiT-XL/2 works in the SD-VAE's, a ConvNet classifier trained on it (`ims3 train-encoder`) standing in for the
 //! ImageNet ResNet-18 of S3, and the IDX files. Stages, each recorded by `<run>/<stage>.done`:
 //!
 //! ```text
@@ -75,7 +76,8 @@ pub fn run(recipe: AblationRecipe, at: &Invocation) -> Result<()> {
     let (run_dir, results, device) = (&at.run_dir, &at.results, &at.device);
     let idx = idx_dir(&recipe, &at.cache);
     let spec = ims3_datasets::DatasetSpec::get(&recipe.dataset)?;
-    let missing: Vec<String> = [&recipe.assets.dit, &recipe.assets.encoder, &idx].iter().filter(|p| !p.exists()).map(|p| p.display().to_string()).collect();
+    let missing: Vec<String> =
+        [Some(&recipe.assets.dit), Some(&recipe.assets.encoder), recipe.assets.vae.as_ref(), Some(&idx)].into_iter().flatten().filter(|p| !p.exists()).map(|p| p.display().to_string()).collect();
     ensure!(
         missing.is_empty(),
         "missing inputs: {} (the DiT and encoder are committed under assets/; the IDX files come from `apt-get install dataset-fashion-mnist` or `ims3 fetch fashion-mnist-train-images fashion-mnist-train-labels fashion-mnist-test-images fashion-mnist-test-labels`)",
@@ -124,10 +126,18 @@ pub fn run(recipe: AblationRecipe, at: &Invocation) -> Result<()> {
             runner.clear_if_redone("eval", &eval_dir(results, arm, seed).join("seeds"))?;
         }
     }
+    // A latent DiT (`assets.vae`) learns and samples through the VAE; a pixel DiT without one.
+    let mut finetune_args = shared.finetune(&recipe.assets.dit, TrainingSet::Idx(&dirs.finetune), &cfg_path, &ft);
+    finetune_args.vae = recipe.assets.vae.clone();
+    let sample_args = |finetuned: Option<&Path>, out: &Path| {
+        let mut a = shared.sample(&recipe.assets.dit, finetuned, out);
+        a.vae = recipe.assets.vae.clone();
+        a
+    };
     let mut nodes = vec![
-        Node::child("finetune", to_args("finetune", &shared.finetune(&recipe.assets.dit, TrainingSet::Idx(&dirs.finetune), &cfg_path, &ft)), &[]),
-        Node::sharded("sample-dit", to_args("sample", &shared.sample(&recipe.assets.dit, None, &cand_dit)), &[]),
-        Node::sharded("sample-im", to_args("sample", &shared.sample(&recipe.assets.dit, Some(&ft), &cand_im)), &["finetune"]),
+        Node::child("finetune", to_args("finetune", &finetune_args), &[]),
+        Node::sharded("sample-dit", to_args("sample", &sample_args(None, &cand_dit)), &[]),
+        Node::sharded("sample-im", to_args("sample", &sample_args(Some(&ft), &cand_im)), &["finetune"]),
         Node::sharded("select-s3", to_args("select", &select_args(&cand_dit, &run_dir.join("s3"))), &["sample-dit"]),
         Node::sharded("select-ims3", to_args("select", &select_args(&cand_im, &run_dir.join("ims3"))), &["sample-im"]),
     ];
@@ -164,6 +174,10 @@ pub fn run(recipe: AblationRecipe, at: &Invocation) -> Result<()> {
         "inputs": {
             "dit": {"path": recipe.assets.dit.display().to_string(), "sha256": ims3_fetch::sha256_file(&recipe.assets.dit)?},
             "encoder": {"path": recipe.assets.encoder.display().to_string(), "sha256": ims3_fetch::sha256_file(&recipe.assets.encoder)?},
+            "vae": match &recipe.assets.vae {
+                Some(dir) => serde_json::json!({"path": dir.display().to_string(), "sha256": ims3_fetch::sha256_file(&dir.join("diffusion_pytorch_model.safetensors"))?}),
+                None => serde_json::Value::Null,
+            },
             "idx": idx_hashes(&idx)?,
         },
         "seconds": total,

@@ -253,6 +253,11 @@ pub struct PixelAssets {
     pub dit: PathBuf,
     /// The ConvNet encoder (`ims3 train-encoder`).
     pub encoder: PathBuf,
+    /// A `train-vae` folder when the DiT works in its latents (`pretrain --vae`): fine-tuning
+    /// draws the VAE's latents of the fine-tuning images and samples are decoded through it.
+    /// Without it the DiT works in pixels.
+    #[serde(default)]
+    pub vae: Option<PathBuf>,
     /// Folder with the IDX files (default: Debian's /usr/share/datasets/fashion-mnist if
     /// present, else `<cache>/fashion-mnist` from `ims3 fetch`).
     #[serde(default)]
