@@ -60,7 +60,7 @@ mod flex {
     use burn::backend::flex::FlexTensor;
     use burn::backend::{Autodiff, Flex, GradientCheckpointingStrategy};
     use burn::prelude::*;
-    use crate::flex_tensor::{f32_contiguous, slice, tensor};
+    use burn::tensor::{DType, TensorData};
     use rayon::prelude::*;
     use std::mem::MaybeUninit;
 
@@ -120,6 +120,21 @@ mod flex {
 
     fn forward(x: &[f32]) -> Vec<f32> {
         zip_map(x, x, |x, _| value(x))
+    }
+
+    fn f32_contiguous(t: FlexTensor) -> Option<FlexTensor> {
+        if t.dtype() != DType::F32 {
+            return None;
+        }
+        Some(if t.as_slice::<f32>().is_some() { t } else { t.to_contiguous() })
+    }
+
+    fn slice(t: &FlexTensor) -> &[f32] {
+        t.as_slice::<f32>().expect("contiguous f32 (f32_contiguous)")
+    }
+
+    fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+        FlexTensor::from_data(TensorData::new(values, shape))
     }
 
     /// The autodiff path for one checkpointing strategy (a macro: burn converts to each strategy's

@@ -1,5 +1,5 @@
-//! DiT for IMS3: the model (`model.rs`, one file, shapes in comments), its activation and its
-//! adaLN steps with their fused CPU passes (`gelu.rs`, `adaln.rs`), its configurations (`config.rs`) and checkpoint I/O (`load.rs`).
+//! DiT for IMS3: the model (`model.rs`, one file, shapes in comments), its activation with its
+//! fused CPU passes (`gelu.rs`), its configurations (`config.rs`) and checkpoint I/O (`load.rs`).
 //!
 //! ```no_run
 //! use burn::prelude::*;
@@ -8,10 +8,7 @@
 //! println!("{:?}", report.config.preset_name());
 //! ```
 
-pub mod adaln;
 pub mod config;
-#[cfg(feature = "flex")]
-mod flex_tensor;
 pub mod gelu;
 pub mod load;
 pub mod model;

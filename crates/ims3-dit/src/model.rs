@@ -21,7 +21,6 @@ use burn::tensor::FloatDType;
 use burn::tensor::activation::{silu, softmax};
 
 use crate::config::DiTConfig;
-use crate::adaln::{gated_residual, ln_modulate};
 pub use crate::gelu::gelu_tanh;
 
 /// The dtype a DiT's weights are held and computed in (`--dtype`). f32 is the default and the
@@ -85,6 +84,21 @@ pub fn linear<const D: usize>(l: &Linear, x: Tensor<D>) -> Tensor<D> {
     let mut out = dims;
     out[D - 1] = y.dims()[1];
     y.reshape(out)
+}
+
+/// `x * (1 + scale) + shift`, with `shift`, `scale`: [N, D] broadcast over tokens.
+fn modulate(x: Tensor<3>, shift: Tensor<2>, scale: Tensor<2>) -> Tensor<3> {
+    x * (scale.unsqueeze_dim::<3>(1) + 1.0) + shift.unsqueeze_dim::<3>(1)
+}
+
+/// LayerNorm over the last dim without affine parameters (eps 1e-6), as `nn.LayerNorm(D,
+/// elementwise_affine=False, eps=1e-6)`.
+/// Statistics and normalisation in f32 whatever the input's dtype; the result in the input's.
+pub fn layer_norm_no_affine(x: Tensor<3>) -> Tensor<3> {
+    let dtype = x.dtype();
+    let x = x.cast(FloatDType::F32);
+    let (var, mean) = x.clone().var_mean_bias(2);
+    ((x - mean) / (var + 1e-6).sqrt()).cast(dtype)
 }
 
 /// timm `PatchEmbed`: conv p x p, stride p, then flatten to tokens.
@@ -305,6 +319,15 @@ pub struct DiTBlock {
     pub gamma2: Option<Param<Tensor<1>>>,
 }
 
+fn scale_by(x: Tensor<3>, gamma: &Option<Param<Tensor<1>>>) -> Tensor<3> {
+    match gamma {
+        Some(g) => {
+            let dtype = x.dtype();
+            x * in_dtype(g, dtype).unsqueeze_dims::<3>(&[0, 1])
+        }
+        None => x,
+    }
+}
 
 impl DiTBlock {
     /// x: [N, T, D], c: [N, D] -> [N, T, D].
@@ -312,14 +335,10 @@ impl DiTBlock {
         let m = linear(&self.ada_ln_modulation, silu(c)).chunk(6, 1);
         let [shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp]: [Tensor<2>; 6] =
             m.try_into().expect("adaLN gives 6 chunks");
-        // The Difffit scale in the sub-block output's dtype.
-        let gamma = |g: &Option<Param<Tensor<1>>>, h: &Tensor<3>| g.as_ref().map(|g| in_dtype(g, h.dtype()));
-        let h = self.attn.forward(ln_modulate(x.clone(), shift_msa, scale_msa));
-        let g1 = gamma(&self.gamma1, &h);
-        let x = gated_residual(x, h, gate_msa, g1); // x + gamma1 * (gate_msa * h)
-        let h = self.mlp.forward(ln_modulate(x.clone(), shift_mlp, scale_mlp));
-        let g2 = gamma(&self.gamma2, &h);
-        gated_residual(x, h, gate_mlp, g2) // x + gamma2 * (gate_mlp * h)
+        let h = self.attn.forward(modulate(layer_norm_no_affine(x.clone()), shift_msa, scale_msa));
+        let x = x + scale_by(gate_msa.unsqueeze_dim::<3>(1) * h, &self.gamma1);
+        let h = self.mlp.forward(modulate(layer_norm_no_affine(x.clone()), shift_mlp, scale_mlp));
+        x + scale_by(gate_mlp.unsqueeze_dim::<3>(1) * h, &self.gamma2)
     }
 }
 
@@ -335,7 +354,7 @@ impl FinalLayer {
     pub fn forward(&self, x: Tensor<3>, c: Tensor<2>) -> Tensor<3> {
         let m = linear(&self.ada_ln_modulation, silu(c)).chunk(2, 1);
         let [shift, scale]: [Tensor<2>; 2] = m.try_into().expect("adaLN gives 2 chunks");
-        linear(&self.linear, ln_modulate(x, shift, scale))
+        linear(&self.linear, modulate(layer_norm_no_affine(x), shift, scale))
     }
 }
 
