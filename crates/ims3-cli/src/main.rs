@@ -53,9 +53,10 @@ pub enum Command {
     /// Evaluate a distilled set: train ResNet-AP-10 / ResNet-18 / ConvNet on it with the
     /// reference protocol, test on real images; writes eval.json and eval.md to --out.
     Eval(eval::Args),
-    /// Pretrain a pixel-space class-conditional DiT from scratch on an IDX dataset (Fashion-MNIST):
-    /// every parameter but pos_embed trains (plain DiT loss, no IM/Minimax), with the same
-    /// checkpoints, resume and metrics as `finetune`; writes <out>/model.safetensors (EMA).
+    /// Pretrain a class-conditional DiT from scratch on an IDX dataset (Fashion-MNIST), on its
+    /// pixels or (--vae) on a `train-vae` VAE's latents: every parameter but pos_embed trains
+    /// (plain DiT loss, no IM/Minimax), with the same checkpoints, resume and metrics as
+    /// `finetune`; writes <out>/model.safetensors (EMA).
     Pretrain(pretrain::Args),
     /// Train the small-image encoder: a ConvNet classifier on a whole IDX training set
     /// (Fashion-MNIST), the stand-in for the ImageNet ResNet-18 of S3; reports its test top-1

@@ -1,6 +1,7 @@
-//! `ims3 pretrain`: a pixel-space class-conditional DiT trained from scratch on an IDX dataset
-//! (the Fashion-MNIST stand-in for DiT-XL/2): every parameter but `pos_embed` trains with the
-//! plain DiT loss, through the same loop, checkpoints and resume as `finetune`.
+//! `ims3 pretrain`: a class-conditional DiT trained from scratch on an IDX dataset (the
+//! Fashion-MNIST stand-in for DiT-XL/2), on its pixels or, with `--vae`, on the latents of a
+//! `train-vae` VAE (as DiT-XL/2 on the SD VAE's): every parameter but `pos_embed` trains with
+//! the plain DiT loss, through the same loop, checkpoints and resume as `finetune`.
 
 use std::path::PathBuf;
 

@@ -52,6 +52,7 @@ pub struct Args {
 
 pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
     let started = std::time::Instant::now();
+    ensure!(a.epochs > 0 && a.batch > 0, "--epochs and --batch must be at least 1");
     let train = ims3_images::idx::IdxSplit::read(&a.idx, "train")?;
     let n = a.limit.unwrap_or(train.len()).min(train.len());
     let shape = [1, train.height, train.width];
@@ -110,7 +111,7 @@ pub fn run(a: Args, device: &DeviceSpec) -> Result<()> {
     record["seconds"] = started.elapsed().as_secs_f64().into();
     ims3_vae::save_vae_dir(&vae, &config, &a.out, &record)?;
     ims3_util::write_json(&a.out.join("record.json"), &record)?;
-    let last = epochs.last().context("no epoch ran (--epochs 0)")?;
+    let last = epochs.last().context("no epoch ran")?;
     println!("train-vae: last epoch L1 {:.2} KL {:.1} per image; scaling_factor {:.5}; wrote {}", last.rec, last.kl, vae.scaling_factor, a.out.display());
     Ok(())
 }
