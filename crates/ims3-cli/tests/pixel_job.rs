@@ -38,6 +38,15 @@ fn make_split(dir: &Path, prefix: &str, per_class: usize, salt: u32) {
     write_idx(&dir.join(format!("{prefix}-labels-idx1-ubyte")), &[n], &labels);
 }
 
+/// `<d>/idx` with a training split of 8 images per class and a test split of 3.
+fn make_idx(d: &Path) -> std::path::PathBuf {
+    let idx = d.join("idx");
+    std::fs::create_dir_all(&idx).unwrap();
+    make_split(&idx, "train", 8, 0);
+    make_split(&idx, "t10k", 3, 5);
+    idx
+}
+
 /// Every file below `dir`.
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -76,10 +85,7 @@ fn recipe_text(dit: &Path, enc: &Path, idx: &Path, vae: Option<&Path>) -> String
 fn pixel_ablation_job_runs_end_to_end_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let idx = d.join("idx");
-    std::fs::create_dir_all(&idx).unwrap();
-    make_split(&idx, "train", 8, 0);
-    make_split(&idx, "t10k", 3, 5);
+    let idx = make_idx(d);
     let dit_dir = d.join("pt");
     ok(ims3()
         .args(["pretrain", "--hidden", "32", "--depth", "2", "--heads", "2", "--patch", "4", "--steps", "3", "--batch", "8", "--idx"])
@@ -301,10 +307,7 @@ fn builtin_fashion_mnist_recipe_is_listed() {
 fn latent_ablation_job_runs_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let idx = d.join("idx");
-    std::fs::create_dir_all(&idx).unwrap();
-    make_split(&idx, "train", 8, 0);
-    make_split(&idx, "t10k", 3, 5);
+    let idx = make_idx(d);
     let vae = d.join("vae");
     let out = ims3().args(["train-vae", "--channels", "8,8,8", "--groups", "4", "--latent-channels", "4", "--epochs", "1", "--batch", "16", "--idx"]).arg(&idx).arg("--out").arg(&vae).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("scaling_factor"), "{out:?}");
