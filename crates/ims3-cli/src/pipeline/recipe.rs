@@ -24,8 +24,9 @@ macro_rules! builtin {
     };
 }
 
-const BUILTIN: [(&str, &str); 24] = builtin![
+const BUILTIN: [(&str, &str); 25] = builtin![
     "fashion-mnist-ipc10",
+    "fashion-mnist-latent-ipc10",
     "imageidc-full",
     "imageidc-ipc1",
     "imageidc-ipc1-random",
