@@ -4,7 +4,8 @@
 //!
 //! Inputs: a DiT pretrained on the real training set (`ims3 pretrain`) standing in for
 //! DiT-XL/2, in pixels or (with `assets.vae`, a `train-vae` folder) in a small VAE's latents
-//! as DiT-XL/2 works in the SD-VAE's, a ConvNet classifier trained on it (`ims3 train-encoder`) standing in for the
+//! as DiT-XL/2 works in the SD-VAE's, a ConvNet classifier trained on it (`ims3
+//! train-encoder`) standing in for the
 //! ImageNet ResNet-18 of S3, and the IDX files. Stages, each recorded by `<run>/<stage>.done`:
 //!
 //! ```text
